@@ -1,0 +1,46 @@
+# Two entry points do all set-up on a fresh machine: `make pipeline` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+EXTRAS ?= dev,openvino
+TOOLKIT := $(BIN)/toolkit
+
+.PHONY: install data pipeline test test-fast lint bench bench-quick bench-train trt-check clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+data: $(STAMP)
+	$(TOOLKIT) data
+
+# The whole pipeline: data, training, every ONNX precision, the parity gate, a quick benchmark.
+pipeline: $(STAMP)
+	$(TOOLKIT) data
+	$(TOOLKIT) train
+	$(TOOLKIT) export --format onnx --precision all
+	$(TOOLKIT) eval
+
+# The test suite, including the full default training run and the parity gate on the committed checkpoint.
+test: $(STAMP)
+	$(TOOLKIT) data
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check toolkit tests
+
+bench-train: $(STAMP)
+	$(TOOLKIT) bench-train
+
+trt-check:
+	../shared/tools/trt-api-check toolkit
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,115 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "artifacts"
+CHECKPOINT = ARTIFACTS / "mnist_cnn.pt"
+DATA_DIR = Path(os.environ.get("TOOLKIT_DATA_DIR", ROOT / "data"))
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    import importlib.util
+
+    has_cuda = _cuda()
+    has_trt = importlib.util.find_spec("tensorrt") is not None
+    for item in items:
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU; none is visible on this machine"))
+        if "tensorrt" in item.keywords and not (has_trt and has_cuda):
+            item.add_marker(pytest.mark.skip(reason="needs TensorRT and a CUDA GPU; this machine lacks " + ("TensorRT" if not has_trt else "a GPU")))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    from toolkit.data import ensure_mnist
+
+    ensure_mnist(DATA_DIR)
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def checkpoint() -> Path:
+    assert CHECKPOINT.is_file(), "the committed checkpoint artifacts/mnist_cnn.pt is missing"
+    return CHECKPOINT
+
+
+@pytest.fixture(scope="session")
+def test_images(data_dir):
+    from toolkit.data import load_split_uint8, to_model_input
+
+    images, labels = load_split_uint8("test", data_dir)
+    return to_model_input(images), labels.astype("int64")
+
+
+def run_cli(*args, env=None, cwd=None, timeout=600, input=None):
+    """Run the real CLI in a subprocess; returns CompletedProcess with text stdout/stderr."""
+    full_env = {**os.environ, "TOOLKIT_DATA_DIR": str(DATA_DIR), **(env or {})}
+    full_env.pop("TOOLKIT_DEBUG", None)
+    return subprocess.run(
+        [sys.executable, "-m", "toolkit", *map(str, args)], capture_output=True, text=True,
+        env=full_env, cwd=cwd or ROOT, timeout=timeout, input=input,
+    )
+
+
+def assert_one_line_error(proc, *needles, code=None):
+    """Non-zero exit, exactly one line on stderr naming the problem, no traceback."""
+    assert proc.returncode != 0, f"expected failure, got 0; stdout={proc.stdout[-500:]}"
+    if code is not None:
+        assert proc.returncode == code, (proc.returncode, proc.stderr)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    for needle in needles:
+        assert needle.lower() in lines[0].lower(), f"{needle!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+def _mount_tmpfs(path: Path, options: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
+    return proc.returncode == 0
+
+
+def _umount(path: Path) -> None:
+    subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+@pytest.fixture
+def readonly_dir(tmp_path):
+    """A directory nobody (root included) can write: a read-only tmpfs, else chmod 500 for non-root."""
+    d = tmp_path / "readonly"
+    if _mount_tmpfs(d, "ro,size=1m"):
+        yield d
+        _umount(d)
+        return
+    d.mkdir(exist_ok=True)
+    d.chmod(0o500)
+    if os.access(d, os.W_OK):
+        d.chmod(0o700)
+        pytest.skip("cannot make an unwritable directory here (root without mount rights)")
+    yield d
+    d.chmod(0o700)
+
+
+@pytest.fixture
+def full_dir(tmp_path):
+    """A directory on a tiny tmpfs that fills up after a few KiB (real ENOSPC)."""
+    d = tmp_path / "full"
+    if not _mount_tmpfs(d, "size=16k"):
+        pytest.skip("cannot mount a tiny tmpfs here (needs root with mount rights)")
+    yield d
+    _umount(d)

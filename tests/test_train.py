@@ -1,0 +1,102 @@
+import json
+
+import pytest
+import torch
+
+from conftest import assert_one_line_error, run_cli
+from toolkit.checkpoint import load_state_dict
+from toolkit.train import TrainConfig, train
+
+
+def _quick(tmp_path, data_dir, **kw):
+    cfg = dict(epochs=1, batch_size=64, train_limit=2000, seed=7, device="cpu", data_dir=str(data_dir), out=str(tmp_path / "m.pt"))
+    cfg.update(kw)
+    return TrainConfig(**cfg)
+
+
+def test_short_run_on_subset_writes_checkpoint_and_record(tmp_path, data_dir):
+    result = train(_quick(tmp_path, data_dir), progress=False)
+    assert (tmp_path / "m.pt").is_file()
+    record = json.loads((tmp_path / "m.json").read_text())
+    assert record["test_accuracy"] == pytest.approx(result.test_accuracy)
+    assert record["seed"] == 7 and len(record["history"]) == 1
+    assert record["recipe"]["batch_size"] == 64
+    assert "torch" in record["versions"]
+    assert record["checkpoint_sha256"] == result.checkpoint_sha256
+    assert result.test_accuracy > 80.0  # 2,000 images, one epoch: well above chance
+    assert set(load_state_dict(tmp_path / "m.pt")) == {"layer1.0.weight", "layer1.0.bias", "layer2.0.weight", "layer2.0.bias", "fc1.weight", "fc1.bias"}
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_deterministic_on_cpu_for_a_seed(tmp_path, data_dir):
+    a = train(_quick(tmp_path, data_dir, out=str(tmp_path / "a.pt")), progress=False)
+    b = train(_quick(tmp_path, data_dir, out=str(tmp_path / "b.pt")), progress=False)
+    sa, sb = load_state_dict(tmp_path / "a.pt"), load_state_dict(tmp_path / "b.pt")
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a.checkpoint_sha256 != "" and a.test_accuracy == b.test_accuracy
+
+
+def test_resume_continues_from_last_completed_epoch(tmp_path, data_dir):
+    full = train(_quick(tmp_path, data_dir, epochs=2, out=str(tmp_path / "full.pt")), progress=False)
+    # Simulate an interrupted run: keep the resume state written after epoch 1.
+    cfg = _quick(tmp_path, data_dir, epochs=2, out=str(tmp_path / "part.pt"))
+    import toolkit.train as tr
+
+    real = tr.evaluate_accuracy
+    calls = {"n": 0}
+
+    def interrupt_after_first_epoch(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    tr.evaluate_accuracy = interrupt_after_first_epoch
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, progress=False)
+    finally:
+        tr.evaluate_accuracy = real
+    assert not (tmp_path / "part.pt").exists()
+    assert (tmp_path / "part.pt.resume.pt").exists()
+    cfg.resume = True
+    resumed = train(cfg, progress=False)
+    assert resumed.resumed_from_epoch == 1
+    sf, sp = load_state_dict(tmp_path / "full.pt"), load_state_dict(tmp_path / "part.pt")
+    assert all(torch.equal(sf[k], sp[k]) for k in sf), "resumed run must end with the same weights as an uninterrupted one"
+    assert resumed.test_accuracy == full.test_accuracy
+    assert not (tmp_path / "part.pt.resume.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--epochs", "0"], "--epochs"),
+        (["--epochs", "-3"], "--epochs"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--out", "/nonexistent-dir/x/m.pt"], "does not exist"),
+    ],
+)
+def test_train_bad_input_is_one_line(args, needle):
+    proc = run_cli("train", "--quiet", *args)
+    assert_one_line_error(proc, needle, code=2)
+
+
+def test_train_cuda_without_cuda_is_one_line(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    proc = run_cli("train", "--quiet", "--device", "cuda", "--out", tmp_path / "m.pt")
+    assert_one_line_error(proc, "cuda", code=3)
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_train_unwritable_output_dir(readonly_dir):
+    proc = run_cli("train", "--quiet", "--out", readonly_dir / "m.pt")
+    assert_one_line_error(proc, "cannot write", code=2)
+
+
+@pytest.mark.slow
+def test_full_default_training_reaches_99(tmp_path, data_dir):
+    """The product's main claim: the default recipe on the real test set (a couple of minutes)."""
+    result = train(TrainConfig(device="cpu", data_dir=str(data_dir), out=str(tmp_path / "full.pt")), progress=False)
+    assert result.test_accuracy >= 99.0, result.history

@@ -1,0 +1,223 @@
+"""Atomic artifact writes, the per-directory lock, and the manifest that records every artifact.
+
+Every file the toolkit produces goes through `write_artifact`: a temp file in the same directory,
+flush + fsync, os.replace, fsync of the directory. A reader never sees half a file and an
+interrupted or failed write leaves the previous version untouched. The manifest
+(`<dir>/manifest.json`) records SHA-256, size, producing command, versions and parents of each
+artifact; it is updated under the same lock as the write so two processes keep it consistent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from toolkit.errors import OutputError
+
+MANIFEST_NAME = "manifest.json"
+LOCK_NAME = ".toolkit.lock"
+TEMP_PREFIX = ".tmp-"
+MANIFEST_VERSION = 1
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _describe_os_error(exc: OSError, path: Path) -> OutputError:
+    if exc.errno == errno.ENOSPC:
+        return OutputError(f"no space left on the device holding {path.parent}", "free some space or choose another --out")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return OutputError(f"cannot write to {path.parent} ({exc.strerror})", "choose a writable --out directory")
+    if exc.errno == errno.ENOENT:
+        return OutputError(f"directory {path.parent} does not exist", "create it first or choose another --out")
+    return OutputError(f"cannot write {path} ({exc.strerror})", "check the output location")
+
+
+def check_writable_dir(directory: str | os.PathLike, create: bool = False) -> Path:
+    """Fail early, before any work, when the output directory can't take files."""
+    d = Path(directory)
+    if not d.exists():
+        if not create:
+            raise OutputError(f"output directory {d} does not exist", "create it first or choose another location")
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create directory {d} ({exc.strerror})", "choose a writable location") from None
+    if not d.is_dir():
+        raise OutputError(f"{d} is not a directory", "choose a directory for the output")
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write to {d} (permission denied)", "choose a writable location")
+    return d
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], mode: int = 0o644) -> None:
+    """Write `path` atomically; `write(tmp_path)` produces the content at a temp path beside it."""
+    target = Path(path)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{target.name}.", dir=target.parent)
+    except OSError as exc:
+        raise _describe_os_error(exc, target) from None
+    tmp = Path(tmp_name)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _describe_os_error(exc, target) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def clean_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
+    """Remove temp files left by a process that was killed mid-write (not ours: held under the lock)."""
+    removed = []
+    d = Path(directory)
+    if not d.is_dir():
+        return removed
+    for p in d.glob(f"{TEMP_PREFIX}*"):
+        with contextlib.suppress(OSError):
+            p.unlink()
+            removed.append(p)
+    return removed
+
+
+@contextlib.contextmanager
+def directory_lock(directory: str | os.PathLike) -> Iterator[None]:
+    """An exclusive advisory lock on an artifact directory (blocks until free)."""
+    d = Path(directory)
+    try:
+        fd = os.open(d / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise _describe_os_error(exc, d / LOCK_NAME) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _command_line() -> str:
+    argv = list(sys.argv)
+    if argv and argv[0].endswith(("toolkit", "__main__.py")):
+        argv[0] = "toolkit"
+    return " ".join(argv)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of what produced an artifact (only packages already imported or cheap to ask)."""
+    from importlib import metadata
+
+    import toolkit
+
+    out = {"python": sys.version.split()[0], "toolkit": toolkit.__version__}
+    for dist in ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt", "numpy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def read_manifest(directory: str | os.PathLike) -> dict:
+    path = Path(directory) / MANIFEST_NAME
+    if not path.exists():
+        return {"version": MANIFEST_VERSION, "artifacts": {}}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise OutputError(f"manifest {path} is unreadable ({exc})", "delete it and re-run the commands that produce artifacts") from None
+    if not isinstance(data, dict) or not isinstance(data.get("artifacts"), dict):
+        raise OutputError(f"manifest {path} is not a toolkit manifest", "delete it and re-run the commands that produce artifacts")
+    return data
+
+
+def _manifest_key(path: Path, directory: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(directory.resolve()))
+    except ValueError:
+        return str(path.resolve())
+
+
+def record_in_manifest(path: Path, kind: str, parents: list[Path] | None = None, extra: dict | None = None) -> dict:
+    """Add or replace the manifest entry of an artifact just written (call under directory_lock)."""
+    directory = path.parent
+    manifest = read_manifest(directory)
+    entry = {
+        "kind": kind,
+        "sha256": sha256_file(path),
+        "size": path.stat().st_size,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": _command_line(),
+        "versions": library_versions(),
+        "parents": {
+            _manifest_key(p, directory): sha256_file(p) for p in (parents or []) if Path(p).exists()
+        },
+    }
+    if extra:
+        entry.update(extra)
+    manifest["version"] = MANIFEST_VERSION
+    manifest["artifacts"][_manifest_key(path, directory)] = entry
+    atomic_write_json(directory / MANIFEST_NAME, manifest)
+    return entry
+
+
+def write_artifact(
+    path: str | os.PathLike,
+    write: Callable[[Path], None],
+    kind: str,
+    parents: list[Path] | None = None,
+    extra: dict | None = None,
+) -> Path:
+    """Atomically write an artifact and record it in its directory's manifest, under the lock."""
+    target = Path(path)
+    check_writable_dir(target.parent)
+    with directory_lock(target.parent):
+        atomic_write(target, write)
+        record_in_manifest(target, kind, parents, extra)
+    return target

@@ -1,0 +1,131 @@
+"""Which backends exist, which are usable on this machine and, for the others, why not.
+
+Availability is decided without importing heavy packages (importlib.util.find_spec), except that
+CUDA backends ask torch whether a GPU is present, and only when their package is installed.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolkit import paths
+from toolkit.errors import InputError, UnavailableError
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    name: str
+    module: str  # toolkit.backends.<module>
+    class_name: str
+    device: str
+    precisions: tuple[str, ...]
+    reads: str  # "checkpoint" | "onnx" | "engine"
+    packages: tuple[str, ...]  # importable module names it needs
+    install: str  # how to get it
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    name: str
+    available: bool
+    reason: str  # why not, and how to fix; "" when available
+    device: str
+    precisions: tuple[str, ...]
+
+
+GPU_INSTALL = "pip install 'toolkit[gpu]' in an environment without the CPU onnxruntime (see README, GPU install)"
+
+SPECS: tuple[BackendSpec, ...] = (
+    BackendSpec("pytorch", "pytorch", "TorchBackend", "cpu", ("fp32",), "checkpoint", ("torch",), "pip install torch"),
+    BackendSpec("pytorch-cuda", "pytorch", "TorchCudaBackend", "cuda", ("fp32", "fp16"), "checkpoint", ("torch",), "a CUDA build of torch and an NVIDIA GPU"),
+    BackendSpec("onnxruntime", "onnxruntime", "OrtCpuBackend", "cpu", ("fp32", "fp16", "int8"), "onnx", ("onnxruntime",), "pip install onnxruntime"),
+    BackendSpec("onnxruntime-cuda", "onnxruntime_gpu", "OrtCudaBackend", "cuda", ("fp32", "fp16", "int8"), "onnx", ("onnxruntime",), GPU_INSTALL),
+    BackendSpec("onnxruntime-trt", "onnxruntime_gpu", "OrtTensorrtBackend", "cuda", ("fp32", "fp16", "int8"), "onnx", ("onnxruntime", "tensorrt"), GPU_INSTALL),
+    BackendSpec("openvino", "openvino", "OpenVinoBackend", "cpu", ("fp32", "fp16", "int8"), "onnx", ("openvino",), "pip install 'toolkit[openvino]'"),
+    BackendSpec("tensorrt", "tensorrt", "TensorrtBackend", "cuda", ("fp32", "fp16", "int8"), "engine", ("tensorrt", "torch"), GPU_INSTALL),
+)
+BY_NAME = {s.name: s for s in SPECS}
+
+
+def backend_names() -> list[str]:
+    return [s.name for s in SPECS]
+
+
+def get_spec(name: str) -> BackendSpec:
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise InputError(f"unknown backend {name!r}", f"choose from {', '.join(backend_names())}") from None
+
+
+@functools.lru_cache(maxsize=1)
+def cuda_available() -> tuple[bool, str]:
+    """(usable, reason) for CUDA through torch, which every GPU backend relies on for buffers/context."""
+    if importlib.util.find_spec("torch") is None:
+        return False, "torch is not installed"
+    import torch
+
+    if not torch.cuda.is_available():
+        if torch.version.cuda is None:
+            return False, "this torch is a CPU-only build"
+        return False, "no CUDA GPU is visible"
+    return True, ""
+
+
+@functools.lru_cache(maxsize=1)
+def _ort_providers() -> tuple[str, ...]:
+    import onnxruntime as ort
+
+    return tuple(ort.get_available_providers())
+
+
+def status(name: str) -> BackendStatus:
+    spec = get_spec(name)
+    for pkg in spec.packages:
+        if importlib.util.find_spec(pkg) is None:
+            return BackendStatus(name, False, f"Python package '{pkg}' is not installed ({spec.install})", spec.device, spec.precisions)
+    if spec.device == "cuda":
+        ok, why = cuda_available()
+        if not ok:
+            return BackendStatus(name, False, f"needs a CUDA GPU: {why}", spec.device, spec.precisions)
+    provider = {"onnxruntime-cuda": "CUDAExecutionProvider", "onnxruntime-trt": "TensorrtExecutionProvider"}.get(name)
+    if provider and provider not in _ort_providers():
+        return BackendStatus(name, False, f"onnxruntime lacks {provider} (the CPU build is installed; {GPU_INSTALL})", spec.device, spec.precisions)
+    return BackendStatus(name, True, "", spec.device, spec.precisions)
+
+
+def all_statuses() -> list[BackendStatus]:
+    return [status(s.name) for s in SPECS]
+
+
+def model_path_for(name: str, precision: str, artifacts_dir: str | Path = paths.ARTIFACTS_DIR) -> Path:
+    spec = get_spec(name)
+    if spec.reads == "checkpoint":
+        return paths.checkpoint_path(artifacts_dir)
+    if spec.reads == "engine":
+        return paths.engine_path(precision, artifacts_dir)
+    return paths.onnx_path(precision, artifacts_dir)
+
+
+def check_precision(precision: str) -> str:
+    if precision not in paths.PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}", f"choose from {', '.join(paths.PRECISIONS)}")
+    return precision
+
+
+def create_backend(name: str, precision: str, model_path: str | Path | None = None, threads: int | None = None, **options):
+    """An unloaded backend instance; raises UnavailableError (with the reason) when it can't run here."""
+    spec = get_spec(name)
+    check_precision(precision)
+    if precision not in spec.precisions:
+        raise InputError(f"backend {name} does not run {precision}", f"it runs {', '.join(spec.precisions)}")
+    st = status(name)
+    if not st.available:
+        raise UnavailableError(f"backend {name} is unavailable: {st.reason}")
+    module = importlib.import_module(f"toolkit.backends.{spec.module}")
+    cls = getattr(module, spec.class_name)
+    return cls(model_path or model_path_for(name, precision), precision, threads=threads, **options)

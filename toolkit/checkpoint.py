@@ -1,0 +1,98 @@
+"""Checkpoints: the seed notebook's format (a plain state_dict), saved atomically, loaded safely.
+
+Loading goes only through `torch.load(weights_only=True)`. There is deliberately no fallback to
+full unpickling when that fails: an attacker can make it fail at will.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+from toolkit.errors import CheckpointError
+
+DEFAULT_CHECKPOINT = Path("artifacts") / "mnist_cnn.pt"
+MAX_CHECKPOINT_BYTES = 64 * 1024 * 1024  # the model has 28,938 parameters (~116 KB)
+
+
+def _expected_shapes() -> dict:
+    from toolkit.model import CNN
+
+    return {k: tuple(v.shape) for k, v in CNN().state_dict().items()}
+
+
+def load_state_dict(path: str | os.PathLike) -> dict:
+    """Load and validate a state_dict of the seed CNN (also accepts {'model': state_dict})."""
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint {p} does not exist", "train one with `toolkit train` or pass --checkpoint")
+    size = p.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"checkpoint {p} is empty", "re-create it with `toolkit train`")
+    if size > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(f"checkpoint {p} is {size} bytes, far too large for this model", "pass the right file")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "Unsupported global" in str(exc) or "weights_only" in str(exc):
+            raise CheckpointError(
+                f"checkpoint {p} contains code or objects that are not plain tensors ({first[:160]}); refusing to load it",
+                "only load checkpoints you trust, saved as a state_dict",
+            ) from None
+        raise CheckpointError(f"checkpoint {p} is corrupt ({first[:160]})", "re-create it with `toolkit train`") from None
+    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError, TypeError, KeyError, AttributeError, IndexError, UnicodeDecodeError, ImportError, MemoryError, OverflowError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"checkpoint {p} is not a readable PyTorch file ({first[:160]})", "re-create it with `toolkit train`") from None
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"checkpoint {p} is not a state_dict (a mapping of names to tensors)", "pass a checkpoint saved by `toolkit train`")
+    validate_state_dict(obj, str(p))
+    return obj
+
+
+def validate_state_dict(state: dict, where: str = "state_dict") -> None:
+    import torch
+
+    expected = _expected_shapes()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:4])}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:4])}")
+        raise CheckpointError(f"{where} is not a state_dict of the seed CNN ({'; '.join(parts)})", "pass a checkpoint of this model")
+    for name, shape in expected.items():
+        t = state[name]
+        if tuple(t.shape) != shape:
+            raise CheckpointError(f"{where}: {name} has shape {tuple(t.shape)}, expected {shape}", "pass a checkpoint of this model")
+        if not t.is_floating_point():
+            raise CheckpointError(f"{where}: {name} is {t.dtype}, expected a floating-point tensor", "pass a checkpoint of this model")
+        if not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"{where}: {name} contains NaN or Inf", "the weights are corrupt; retrain with `toolkit train`")
+
+
+def load_model(path: str | os.PathLike = DEFAULT_CHECKPOINT):
+    """The seed CNN in eval mode with the checkpoint's weights, on CPU."""
+    from toolkit.model import CNN
+
+    model = CNN()
+    model.load_state_dict({k: v.float() for k, v in load_state_dict(path).items()})
+    return model.eval()
+
+
+def save_bytes(state: dict) -> bytes:
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()

@@ -1,0 +1,231 @@
+"""The command line: parse options, call one function, print its result, map errors to exit codes.
+
+Heavy modules (torch, onnx, runtimes) are imported inside the commands so `toolkit --help` is fast
+and works without optional packages.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+
+import click
+
+from toolkit import __version__
+from toolkit.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, ToolkitError
+
+DEBUG_ENV = "TOOLKIT_DEBUG"
+
+
+def _debug_enabled() -> bool:
+    return os.environ.get(DEBUG_ENV) == "1" or "--debug" in sys.argv[1:]
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="toolkit")
+@click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
+def cli(debug: bool) -> None:
+    """Train the MNIST CNN, export it (ONNX, TensorRT), prove accuracy parity on every backend, benchmark it."""
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
+
+
+# --- data & train -----------------------------------------------------------------------------
+
+_data_dir_option = click.option(
+    "--data-dir", type=click.Path(file_okay=False), default=None, envvar="TOOLKIT_DATA_DIR",
+    show_envvar=True, help="Where the MNIST IDX files are (or go). Default: ./data",
+)
+
+
+@cli.command()
+@_data_dir_option
+def data(data_dir):
+    """Find, fetch and verify the four MNIST IDX files (SHA-256)."""
+    from toolkit.data import ensure_mnist
+
+    status = ensure_mnist(data_dir)
+    for name, source in status.files.items():
+        click.echo(f"{name}: ok ({source})")
+    click.echo(f"MNIST verified in {status.data_dir.resolve()}")
+
+
+@cli.command()
+@click.option("--epochs", type=int, default=6, show_default=True)
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--lr", type=float, default=3e-3, show_default=True, help="Peak learning rate.")
+@click.option("--weight-decay", type=float, default=1e-4, show_default=True)
+@click.option("--optimizer", type=click.Choice(["adamw", "adam"]), default="adamw", show_default=True)
+@click.option("--schedule", type=click.Choice(["onecycle", "constant"]), default="onecycle", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--threads", type=int, default=None, help="CPU threads (default: all cores).")
+@click.option("--train-limit", type=int, default=None, help="Train on the first N images only (quick runs).")
+@click.option("--out", type=click.Path(dir_okay=False), default="artifacts/mnist_cnn.pt", show_default=True)
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its last completed epoch.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_data_dir_option
+def train(epochs, batch_size, lr, weight_decay, optimizer, schedule, seed, device, threads, train_limit, out, resume, quiet, data_dir):
+    """Train the seed CNN (default recipe: AdamW, one-cycle, batch 128, 6 epochs)."""
+    from toolkit.report import format_train_result
+    from toolkit.train import TrainConfig, train as run_training
+
+    cfg = TrainConfig(
+        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
+        schedule=schedule, seed=seed, device=device, data_dir=data_dir, out=out, train_limit=train_limit,
+        threads=threads, resume=resume,
+    )
+    result = run_training(cfg, progress=not quiet)
+    click.echo(format_train_result(result))
+
+
+# --- export & eval ------------------------------------------------------------------------------
+
+def _split_list(value: str | None, what: str) -> list[str] | None:
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        from toolkit.errors import InputError
+
+        raise InputError(f"--{what} is empty", f"pass a comma-separated list of {what}")
+    return items
+
+
+def _batch_sizes(value: str) -> tuple[int, ...]:
+    from toolkit.errors import InputError
+
+    try:
+        sizes = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise InputError(f"--batch-sizes {value!r} is not a comma-separated list of integers", "pass e.g. --batch-sizes 1,8,32") from None
+    if not sizes or any(s <= 0 for s in sizes):
+        raise InputError(f"--batch-sizes {value!r} must be positive integers", "pass e.g. --batch-sizes 1,8,32")
+    return sizes
+
+
+_checkpoint_option = click.option(
+    "--checkpoint", type=click.Path(dir_okay=False), default="artifacts/mnist_cnn.pt", show_default=True,
+    help="The trained PyTorch checkpoint (a state_dict).",
+)
+_artifacts_option = click.option(
+    "--artifacts", "artifacts_dir", type=click.Path(file_okay=False), default="artifacts", show_default=True,
+    help="Where model files are read from.",
+)
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["onnx", "tensorrt"]), default="onnx", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "all"]), default="fp32", show_default=True)
+@_checkpoint_option
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="artifacts", show_default=True, help="Output directory.")
+@click.option("--calibration-images", type=int, default=1000, show_default=True, help="int8: training images used for calibration.")
+@click.option("--min-batch", type=int, default=1, show_default=True, help="tensorrt: optimization profile minimum batch.")
+@click.option("--opt-batch", type=int, default=64, show_default=True, help="tensorrt: profile batch the kernels are tuned for.")
+@click.option("--max-batch", type=int, default=1024, show_default=True, help="tensorrt: profile maximum batch.")
+@click.option("--workspace-mb", type=int, default=1024, show_default=True, help="tensorrt: builder workspace limit (MiB).")
+@click.option("--strict-fp32", is_flag=True, help="tensorrt: disable TF32 so fp32 engines compute in true fp32.")
+@_data_dir_option
+def export(fmt, precision, checkpoint, out_dir, calibration_images, min_batch, opt_batch, max_batch, workspace_mb, strict_fp32, data_dir):
+    """Export the checkpoint to ONNX (fp32, fp16, int8 Q/DQ) or build TensorRT engines."""
+    from toolkit import paths
+
+    precisions = list(paths.PRECISIONS) if precision == "all" else [precision]
+    if fmt == "onnx":
+        from toolkit.export.onnx import export_onnx
+        from toolkit.report import format_export_result
+
+        for p in precisions:
+            click.echo(format_export_result(export_onnx(checkpoint, p, out_dir, data_dir=data_dir, calibration_images=calibration_images)))
+        return
+    from toolkit.export.tensorrt import EngineOptions, build_engine_from_checkpoint
+    from toolkit.report import format_engine_result
+
+    options = EngineOptions(min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, workspace_mb=workspace_mb, strict_fp32=strict_fp32)
+    for p in precisions:
+        click.echo(format_engine_result(build_engine_from_checkpoint(checkpoint, p, out_dir, options, data_dir=data_dir, calibration_images=calibration_images)))
+
+
+@cli.command("eval")
+@click.option("--backend", "backends", default=None, help="Comma-separated backends (default: all).")
+@click.option("--precision", "precisions", default=None, help="Comma-separated precisions: fp32,fp16,int8 (default: all).")
+@click.option("--batch-sizes", default="1,1024", show_default=True, help="Batch sizes each pair is checked at.")
+@click.option("--min-accuracy", type=float, default=99.0, show_default=True)
+@click.option("--max-logit-diff", type=float, default=None, help="Override every precision's max |Δlogit| tolerance.")
+@click.option("--min-agreement", type=float, default=None, help="Override every precision's top-1 agreement (0..1).")
+@click.option("--export/--no-export", "do_export", default=False, help="Re-export every ONNX precision from the checkpoint first.")
+@click.option("--threads", type=int, default=None, help="Threads per CPU backend (default: all cores).")
+@click.option("--limit", type=int, default=None, hidden=True, help="Only the first N test images (debugging).")
+@click.option("--report-dir", type=click.Path(file_okay=False), default="artifacts", show_default=True)
+@_checkpoint_option
+@_artifacts_option
+@_data_dir_option
+def eval_cmd(backends, precisions, batch_sizes, min_accuracy, max_logit_diff, min_agreement, do_export, threads, limit, report_dir, checkpoint, artifacts_dir, data_dir):
+    """Accuracy parity: the full test set through every available (backend, precision) pair."""
+    from toolkit import paths
+    from toolkit.artifacts import check_writable_dir
+    from toolkit.parity import override_tolerances, run_gate
+    from toolkit.report import format_parity, write_parity_reports
+
+    check_writable_dir(report_dir, create=True)
+    backend_list = _split_list(backends, "backend")
+    precision_list = _split_list(precisions, "precision")
+    sizes = _batch_sizes(batch_sizes)
+    if do_export:
+        from toolkit.export.onnx import export_onnx
+        from toolkit.report import format_export_result
+
+        for p in precision_list or paths.PRECISIONS:
+            click.echo(format_export_result(export_onnx(checkpoint, p, artifacts_dir, data_dir=data_dir)))
+    report = run_gate(
+        checkpoint=checkpoint, artifacts_dir=artifacts_dir, backends=backend_list, precisions=precision_list,
+        batch_sizes=sizes, tolerances=override_tolerances(max_logit_diff, min_agreement), min_accuracy=min_accuracy,
+        data_dir=data_dir, threads=threads, limit=limit,
+    )
+    json_path, md_path = write_parity_reports(report, report_dir)
+    click.echo(format_parity(report))
+    click.echo(f"reports: {json_path}, {md_path}")
+    if not report.passed:
+        from toolkit.errors import CheckFailed
+
+        raise CheckFailed("parity gate failed: see the table above and " + str(md_path))
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI and turn every failure into one line and an exit code."""
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    debug = _debug_enabled()
+    try:
+        rv = cli.main(args=argv, prog_name="toolkit", standalone_mode=False)
+    except ToolkitError as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: {_one_line(str(exc))}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("error: interrupted; artifacts already written are intact", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except click.ClickException as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: {_one_line(exc.format_message())} (see `toolkit --help`)", err=True)
+        sys.exit(exc.exit_code if exc.exit_code else EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        click.echo("error: interrupted; artifacts already written are intact", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:  # noqa: BLE001 - a bug: still one line, traceback only with --debug
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: internal error {type(exc).__name__}: {_one_line(str(exc))[:300]} (re-run with --debug for the traceback)", err=True)
+        sys.exit(EXIT_INTERNAL)
+    sys.exit(rv if isinstance(rv, int) else 0)

@@ -1,0 +1,1 @@
+"""Producers: code that writes model files (ONNX, quantized ONNX, TensorRT engines)."""

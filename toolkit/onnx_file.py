@@ -1,0 +1,105 @@
+"""Checks an ONNX file before any runtime sees it: size, parse, no external data, the CNN's signature.
+
+Runtimes have crashed on crafted models, and external-data paths have escaped the model's
+directory; the toolkit's model is tiny, so the rule is simple: refuse any external data, any
+custom op domain, any EPContext node, and any signature other than input (N,1,28,28) float32 ->
+logits (N,10) float32.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from toolkit.errors import ModelFileError
+
+MAX_ONNX_BYTES = 16 * 1024 * 1024  # fp32 model is ~120 KB
+ALLOWED_DOMAINS = {"", "ai.onnx"}
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+
+
+def _fix(path: Path) -> str:
+    return f"re-export it with `toolkit export --format onnx` (or pass the right file instead of {path})"
+
+
+def load_checked(path: str | os.PathLike):
+    """Return the parsed onnx.ModelProto, or raise ModelFileError saying what is wrong."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    p = Path(path)
+    if not p.is_file():
+        raise ModelFileError(f"ONNX file {p} does not exist", "export it with `toolkit export --format onnx`")
+    size = p.stat().st_size
+    if size == 0:
+        raise ModelFileError(f"ONNX file {p} is empty", _fix(p))
+    if size > MAX_ONNX_BYTES:
+        raise ModelFileError(f"ONNX file {p} is {size} bytes, over the {MAX_ONNX_BYTES} byte limit for this model", _fix(p))
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError, OSError, UnicodeDecodeError, onnx.onnx_cpp2py_export.checker.ValidationError) as exc:
+        raise ModelFileError(f"{p} is not a valid ONNX file ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})", _fix(p)) from None
+    check_model(model, p)
+    return model
+
+
+def _external_tensors(model):
+    import onnx
+
+    for tensor in onnx.external_data_helper._get_all_tensors(model):
+        if tensor.HasField("data_location") and tensor.data_location == onnx.TensorProto.EXTERNAL:
+            yield tensor
+
+
+def check_model(model, p: Path) -> None:
+    import onnx
+
+    if not model.graph.node:
+        raise ModelFileError(f"{p} has an empty graph (not a valid ONNX model of this CNN)", _fix(p))
+    external = [t.name for t in _external_tensors(model)]
+    if external:
+        raise ModelFileError(f"{p} references external data ({', '.join(external[:3])}); refusing it", "use a self-contained ONNX file (this model needs no external data)")
+    domains = {n.domain for n in model.graph.node}
+    custom = sorted(d for d in domains if d not in ALLOWED_DOMAINS)
+    if custom:
+        raise ModelFileError(f"{p} uses custom operator domains {custom}; refusing it", _fix(p))
+    if any(n.op_type == "EPContext" for n in model.graph.node):
+        raise ModelFileError(f"{p} embeds an EPContext node (native code blob); refusing it", _fix(p))
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:  # noqa: BLE001 - the checker raises several types
+        raise ModelFileError(f"{p} fails the ONNX checker ({str(exc).splitlines()[0][:160]})", _fix(p)) from None
+    check_signature(model, p)
+
+
+def _dims(value_info) -> tuple:
+    shape = value_info.type.tensor_type.shape
+    return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in shape.dim)
+
+
+def check_signature(model, p: Path) -> None:
+    import onnx
+
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    outputs = list(model.graph.output)
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ModelFileError(f"{p} has {len(inputs)} inputs and {len(outputs)} outputs, expected 1 and 1", _fix(p))
+    inp, out = inputs[0], outputs[0]
+    problems = []
+    if inp.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+        problems.append(f"input dtype {onnx.TensorProto.DataType.Name(inp.type.tensor_type.elem_type)} (expected FLOAT)")
+    in_dims = _dims(inp)
+    if len(in_dims) != 4 or tuple(in_dims[1:]) != (1, 28, 28):
+        problems.append(f"input shape {in_dims} (expected (N, 1, 28, 28))")
+    if out.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+        problems.append(f"output dtype {onnx.TensorProto.DataType.Name(out.type.tensor_type.elem_type)} (expected FLOAT)")
+    out_dims = _dims(out)
+    if len(out_dims) != 2 or out_dims[1] != 10:
+        problems.append(f"output shape {out_dims} (expected (N, 10))")
+    if problems:
+        raise ModelFileError(f"{p} is not this model's signature: {'; '.join(problems)}", _fix(p))
+
+
+def metadata(model) -> dict:
+    return {p.key: p.value for p in model.metadata_props}

@@ -1,0 +1,30 @@
+"""Where artifacts live by default, and how each (precision, format) file is named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ARTIFACTS_DIR = Path("artifacts")
+CHECKPOINT_NAME = "mnist_cnn.pt"
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def checkpoint_path(artifacts_dir: str | Path = ARTIFACTS_DIR) -> Path:
+    return Path(artifacts_dir) / CHECKPOINT_NAME
+
+
+def onnx_path(precision: str, artifacts_dir: str | Path = ARTIFACTS_DIR) -> Path:
+    return Path(artifacts_dir) / f"mnist_cnn.{precision}.onnx"
+
+
+def engine_path(precision: str, artifacts_dir: str | Path = ARTIFACTS_DIR, strict: bool = False) -> Path:
+    suffix = "-strict" if strict else ""
+    return Path(artifacts_dir) / f"mnist_cnn.{precision}{suffix}.engine"
+
+
+def sidecar_path(engine: str | Path) -> Path:
+    return Path(str(engine) + ".json")
+
+
+def timing_cache_path(artifacts_dir: str | Path = ARTIFACTS_DIR) -> Path:
+    return Path(artifacts_dir) / "tensorrt.timing-cache"
