@@ -113,3 +113,15 @@ def full_dir(tmp_path):
         pytest.skip("cannot mount a tiny tmpfs here (needs root with mount rights)")
     yield d
     _umount(d)
+
+
+@pytest.fixture(scope="session")
+def exported_dir(tmp_path_factory, checkpoint, data_dir):
+    """Every ONNX precision re-exported from the committed checkpoint, once per test session."""
+    from toolkit.export.onnx import export_onnx
+    from toolkit.paths import PRECISIONS
+
+    out = tmp_path_factory.mktemp("exported")
+    for precision in PRECISIONS:
+        export_onnx(checkpoint, precision, out, data_dir=data_dir)
+    return out

@@ -16,8 +16,10 @@ import fcntl
 import hashlib
 import json
 import os
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -76,9 +78,8 @@ def check_writable_dir(directory: str | os.PathLike, create: bool = False) -> Pa
     return d
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], mode: int = 0o644) -> None:
-    """Write `path` atomically; `write(tmp_path)` produces the content at a temp path beside it."""
-    target = Path(path)
+def _stage(target: Path, write: Callable[[Path], None], mode: int = 0o644) -> Path:
+    """Write the content to a temp file beside `target`, fsynced; the caller renames or removes it."""
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{target.name}.", dir=target.parent)
     except OSError as exc:
@@ -88,17 +89,60 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], mode: i
     try:
         write(tmp)
         with open(tmp, "rb+") as fh:
-            fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)
-        os.replace(tmp, target)
-        _fsync_dir(target.parent)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise _describe_os_error(exc, target) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    return tmp
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM back for a few renames, so an interrupt never lands between an
+    artifact's rename and its manifest's; the signal is re-raised right after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(sig)
+        if handler is None:  # installed outside Python: cannot be restored, leave it alone
+            continue
+        previous[sig] = handler
+        signal.signal(sig, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if received:
+            signal.raise_signal(received[0])
+
+
+def _commit(staged: list[tuple[Path, Path]]) -> None:
+    """Rename each staged temp file onto its target, in order, then fsync the directories."""
+    with _signals_deferred():
+        try:
+            for tmp, target in staged:
+                os.replace(tmp, target)
+            for directory in {target.parent for _, target in staged}:
+                _fsync_dir(directory)
+        except OSError as exc:
+            raise _describe_os_error(exc, target) from None
+        finally:
+            for tmp, _ in staged:
+                tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], mode: int = 0o644) -> None:
+    """Write `path` atomically; `write(tmp_path)` produces the content at a temp path beside it."""
+    target = Path(path)
+    _commit([(_stage(target, write, mode), target)])
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -114,15 +158,17 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
 
 
 def clean_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
-    """Remove temp files left by a process that was killed mid-write (not ours: held under the lock)."""
+    """Remove temp files left by a process that was killed mid-write. Taken under the lock: every
+    writer holds it while its temp files exist, so no live writer's file is removed."""
     removed = []
     d = Path(directory)
     if not d.is_dir():
         return removed
-    for p in d.glob(f"{TEMP_PREFIX}*"):
-        with contextlib.suppress(OSError):
-            p.unlink()
-            removed.append(p)
+    with directory_lock(d):
+        for p in d.glob(f"{TEMP_PREFIX}*"):
+            with contextlib.suppress(OSError):
+                p.unlink()
+                removed.append(p)
     return removed
 
 
@@ -174,6 +220,10 @@ def read_manifest(directory: str | os.PathLike) -> dict:
         raise OutputError(f"manifest {path} is unreadable ({exc})", "delete it and re-run the commands that produce artifacts") from None
     if not isinstance(data, dict) or not isinstance(data.get("artifacts"), dict):
         raise OutputError(f"manifest {path} is not a toolkit manifest", "delete it and re-run the commands that produce artifacts")
+    for name, entry in data["artifacts"].items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and isinstance(entry.get("size"), int)
+                and isinstance(entry.get("parents", {}), dict)):
+            raise OutputError(f"manifest {path} has a malformed entry for {name!r}", "delete it and re-run the commands that produce artifacts")
     return data
 
 
@@ -184,14 +234,11 @@ def _manifest_key(path: Path, directory: Path) -> str:
         return str(path.resolve())
 
 
-def record_in_manifest(path: Path, kind: str, parents: list[Path] | None = None, extra: dict | None = None) -> dict:
-    """Add or replace the manifest entry of an artifact just written (call under directory_lock)."""
-    directory = path.parent
-    manifest = read_manifest(directory)
+def _manifest_entry(content: Path, directory: Path, kind: str, parents: list[Path] | None, extra: dict | None) -> dict:
     entry = {
         "kind": kind,
-        "sha256": sha256_file(path),
-        "size": path.stat().st_size,
+        "sha256": sha256_file(content),
+        "size": content.stat().st_size,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": _command_line(),
         "versions": library_versions(),
@@ -201,6 +248,14 @@ def record_in_manifest(path: Path, kind: str, parents: list[Path] | None = None,
     }
     if extra:
         entry.update(extra)
+    return entry
+
+
+def record_in_manifest(path: Path, kind: str, parents: list[Path] | None = None, extra: dict | None = None) -> dict:
+    """Add or replace the manifest entry of an artifact already in place (call under directory_lock)."""
+    directory = path.parent
+    manifest = read_manifest(directory)
+    entry = _manifest_entry(path, directory, kind, parents, extra)
     manifest["version"] = MANIFEST_VERSION
     manifest["artifacts"][_manifest_key(path, directory)] = entry
     atomic_write_json(directory / MANIFEST_NAME, manifest)
@@ -214,10 +269,23 @@ def write_artifact(
     parents: list[Path] | None = None,
     extra: dict | None = None,
 ) -> Path:
-    """Atomically write an artifact and record it in its directory's manifest, under the lock."""
+    """Atomically write an artifact and record it in its directory's manifest, under the lock.
+
+    The artifact and the new manifest are both staged before either is renamed into place, so a
+    full disk, an unreadable manifest or an interrupt leaves both as they were."""
     target = Path(path)
-    check_writable_dir(target.parent)
-    with directory_lock(target.parent):
-        atomic_write(target, write)
-        record_in_manifest(target, kind, parents, extra)
+    directory = check_writable_dir(target.parent)
+    manifest_path = directory / MANIFEST_NAME
+    with directory_lock(directory):
+        manifest = read_manifest(directory)
+        tmp = _stage(target, write)
+        try:
+            manifest["version"] = MANIFEST_VERSION
+            manifest["artifacts"][_manifest_key(target, directory)] = _manifest_entry(tmp, directory, kind, parents, extra)
+            text = json.dumps(manifest, indent=2) + "\n"
+            tmp_manifest = _stage(manifest_path, lambda t: t.write_text(text, encoding="utf-8"))
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _commit([(tmp, target), (tmp_manifest, manifest_path)])
     return target

@@ -14,7 +14,8 @@ import traceback
 import click
 
 from toolkit import __version__
-from toolkit.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, ToolkitError
+from toolkit.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_UNAVAILABLE, ToolkitError
+from toolkit.train import TrainConfig
 
 DEBUG_ENV = "TOOLKIT_DEBUG"
 
@@ -56,13 +57,16 @@ def data(data_dir):
     click.echo(f"MNIST verified in {status.data_dir.resolve()}")
 
 
+_RECIPE = TrainConfig()  # the CLI's defaults are the library's defaults
+
+
 @cli.command()
-@click.option("--epochs", type=int, default=6, show_default=True)
-@click.option("--batch-size", type=int, default=128, show_default=True)
-@click.option("--lr", type=float, default=3e-3, show_default=True, help="Peak learning rate.")
-@click.option("--weight-decay", type=float, default=1e-4, show_default=True)
-@click.option("--optimizer", type=click.Choice(["adamw", "adam"]), default="adamw", show_default=True)
-@click.option("--schedule", type=click.Choice(["onecycle", "constant"]), default="onecycle", show_default=True)
+@click.option("--epochs", type=int, default=_RECIPE.epochs, show_default=True)
+@click.option("--batch-size", type=int, default=_RECIPE.batch_size, show_default=True)
+@click.option("--lr", type=float, default=_RECIPE.lr, show_default=True, help="Peak learning rate.")
+@click.option("--weight-decay", type=float, default=_RECIPE.weight_decay, show_default=True)
+@click.option("--optimizer", type=click.Choice(["adamw", "adam"]), default=_RECIPE.optimizer, show_default=True)
+@click.option("--schedule", type=click.Choice(["onecycle", "constant"]), default=_RECIPE.schedule, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=int, default=None, help="CPU threads (default: all cores).")
@@ -72,9 +76,9 @@ def data(data_dir):
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_data_dir_option
 def train(epochs, batch_size, lr, weight_decay, optimizer, schedule, seed, device, threads, train_limit, out, resume, quiet, data_dir):
-    """Train the seed CNN (default recipe: AdamW, one-cycle, batch 128, 6 epochs)."""
+    """Train the seed CNN (default recipe: AdamW, one-cycle, batch 128, 8 epochs, peak lr 5e-3)."""
     from toolkit.report import format_train_result
-    from toolkit.train import TrainConfig, train as run_training
+    from toolkit.train import train as run_training
 
     cfg = TrainConfig(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
@@ -83,6 +87,28 @@ def train(epochs, batch_size, lr, weight_decay, optimizer, schedule, seed, devic
     )
     result = run_training(cfg, progress=not quiet)
     click.echo(format_train_result(result))
+
+
+@cli.command("bench-train")
+@click.option("--seed-steps", type=int, default=3000, show_default=True, help="Steps of the seed recipe to time (then extrapolated).")
+@click.option("--out", type=click.Path(dir_okay=False), default="artifacts/bench/train.json", show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_data_dir_option
+def bench_train(seed_steps, out, quiet, data_dir):
+    """Time to 99%: the default recipe vs the seed notebook's recipe, side by side."""
+    import tempfile
+    from pathlib import Path
+
+    from toolkit.artifacts import check_writable_dir
+    from toolkit.bench_train import benchmark_training
+    from toolkit.report import format_train_benchmark, write_json_artifact
+
+    check_writable_dir(Path(out).parent, create=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = benchmark_training(seed_steps, data_dir, out=str(Path(tmp) / "m.pt"), progress=not quiet)
+    write_json_artifact(out, result, kind="train-benchmark")
+    click.echo(format_train_benchmark(result))
+    click.echo(f"report: {out}")
 
 
 # --- export & eval ------------------------------------------------------------------------------
@@ -194,7 +220,46 @@ def eval_cmd(backends, precisions, batch_sizes, min_accuracy, max_logit_diff, mi
     if not report.passed:
         from toolkit.errors import CheckFailed
 
-        raise CheckFailed("parity gate failed: see the table above and " + str(md_path))
+        bad = [p for p in report.pairs if p.status in ("fail", "error")]
+        first = f"{bad[0].backend}/{bad[0].precision} {bad[0].status}: {bad[0].reason}" if bad else "no pair passed"
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise CheckFailed(f"parity gate failed: {first}{more}; see the table above and {md_path}")
+
+
+# --- info ---------------------------------------------------------------------------------------
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def info(as_json):
+    """Runtime versions, the GPU if any, and which backends are usable here (and why not)."""
+    from toolkit.info import collect_info
+    from toolkit.report import format_info, json_text
+
+    result = collect_info()
+    click.echo(json_text(result).rstrip() if as_json else format_info(result))
+
+
+# --- verify -------------------------------------------------------------------------------------
+
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False), default="artifacts", required=False)
+def verify(directory):
+    """Check every artifact in DIRECTORY's manifest (default: artifacts): missing, changed, or stale
+    (derived from a parent that has changed since). Exit 1 when any is."""
+    from toolkit.report import format_verify
+    from toolkit.verify import verify_directory
+
+    report = verify_directory(directory)
+    click.echo(format_verify(report))
+    if not report.passed:
+        from toolkit.errors import CheckFailed
+
+        problems = report.problems
+        names = ", ".join(f"{a.name} {a.status}" for a in problems[:4]) + (f" and {len(problems) - 4} more" if len(problems) > 4 else "")
+        raise CheckFailed(
+            f"{len(problems)} of {len(report.artifacts)} artifacts in {directory} are missing, changed or stale: {names}",
+            "re-run the commands that produce them (see the table above)",
+        )
 
 
 def _raise_keyboard_interrupt(signum, frame):
@@ -221,8 +286,19 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"error: {_one_line(exc.format_message())} (see `toolkit --help`)", err=True)
         sys.exit(exc.exit_code if exc.exit_code else EXIT_BAD_INPUT)
     except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
         click.echo("error: interrupted; artifacts already written are intact", err=True)
         sys.exit(EXIT_INTERRUPTED)
+    except ModuleNotFoundError as exc:
+        if debug:
+            traceback.print_exc()
+        package = (exc.name or "").split(".")[0]
+        if package and package != "toolkit":  # an optional or broken install, not a bug in the toolkit
+            click.echo(f"error: this command needs the Python package '{package}', which is not installed; install it (see the README) or use a backend that does not need it", err=True)
+            sys.exit(EXIT_UNAVAILABLE)
+        click.echo(f"error: internal error {type(exc).__name__}: {_one_line(str(exc))[:300]} (re-run with --debug for the traceback)", err=True)
+        sys.exit(EXIT_INTERNAL)
     except Exception as exc:  # noqa: BLE001 - a bug: still one line, traceback only with --debug
         if debug:
             traceback.print_exc()

@@ -18,9 +18,9 @@ RESUME_SUFFIX = ".resume.pt"
 
 @dataclass
 class TrainConfig:
-    epochs: int = 6
+    epochs: int = 8
     batch_size: int = 128
-    lr: float = 3e-3
+    lr: float = 5e-3
     weight_decay: float = 1e-4
     optimizer: str = "adamw"  # adamw | adam
     schedule: str = "onecycle"  # onecycle | constant
@@ -172,7 +172,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     from tqdm import tqdm
 
     from toolkit import report
-    from toolkit.artifacts import atomic_write_bytes, check_writable_dir, clean_stale_temp_files, library_versions, sha256_file, write_artifact
+    from toolkit.artifacts import (
+        atomic_write_bytes, check_writable_dir, clean_stale_temp_files, directory_lock, library_versions, read_manifest,
+        sha256_file, write_artifact,
+    )
     from toolkit.checkpoint import save_bytes
     from toolkit.data import load_split
     from toolkit.model import CNN
@@ -180,6 +183,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     cfg.validate()
     out = Path(cfg.out)
     check_writable_dir(out.parent)
+    read_manifest(out.parent)  # an unusable manifest would only stop the final write: say so before training
     device = resolve_device(cfg.device)
     threads = cfg.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
@@ -270,7 +274,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
                 "recipe": cfg.recipe(),
                 "seed": cfg.seed,
             }
-            atomic_write_bytes(resume_path, save_bytes(resume_state))
+            resume_bytes = save_bytes(resume_state)
+            with directory_lock(out.parent):  # clean_stale_temp_files in another process must not take our temp file
+                atomic_write_bytes(resume_path, resume_bytes)
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     write_artifact(out, lambda tmp: tmp.write_bytes(save_bytes(state)), kind="checkpoint")

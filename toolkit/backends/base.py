@@ -32,6 +32,9 @@ class BackendInfo:
     details: dict = field(default_factory=dict)
 
 
+_FLOAT32_ONE_BITS = 0x3F800000  # the bit pattern of float32 1.0
+
+
 def validate_batch(batch) -> np.ndarray:
     """Check a batch against the contract (N,1,28,28), float, finite, in [0,1]; return it as
     C-contiguous float32. Other float dtypes and non-contiguous arrays are converted; integer
@@ -40,14 +43,17 @@ def validate_batch(batch) -> np.ndarray:
         raise InputError(f"batch must be a numpy array, got {type(batch).__name__}", "pass np.ndarray of shape (N,1,28,28)")
     if batch.ndim != 4 or batch.shape[1:] != IMAGE_SHAPE:
         raise InputError(f"batch has shape {batch.shape}, expected (N, 1, 28, 28)", "reshape to (N,1,28,28); a single image is x[None, None]")
-    if not np.issubdtype(batch.dtype, np.floating):
+    if batch.dtype.kind != "f":  # same test as np.issubdtype(dtype, np.floating), 10x cheaper per call
         raise InputError(
             f"batch has dtype {batch.dtype}, expected float32 in [0,1]",
             "convert with x.astype(np.float32) / 255 for uint8 pixels",
         )
     if batch.dtype != np.float32 or not batch.flags.c_contiguous:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
-    if batch.shape[0]:
+    # One integer reduction decides the common case (the check is a measurable part of a batch-1
+    # call): float32 bit patterns of +0.0..1.0 are exactly the uint32 range 0..0x3F800000, and every
+    # negative value, -0.0, NaN and Inf lies above it. Only then the precise float check runs.
+    if batch.shape[0] and np.maximum.reduce(batch.view(np.uint32), axis=None) > _FLOAT32_ONE_BITS:
         # NaN fails both comparisons, so two reductions check range and finiteness together.
         lo, hi = batch.min(), batch.max()
         if not (lo >= 0.0 and hi <= 1.0):

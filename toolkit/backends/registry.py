@@ -37,7 +37,7 @@ class BackendStatus:
     precisions: tuple[str, ...]
 
 
-GPU_INSTALL = "pip install 'toolkit[gpu]' in an environment without the CPU onnxruntime (see README, GPU install)"
+GPU_INSTALL = "pip install 'toolkit[gpu]' in an environment without the CPU onnxruntime (see README, GPU and TensorRT)"
 
 SPECS: tuple[BackendSpec, ...] = (
     BackendSpec("pytorch", "pytorch", "TorchBackend", "cpu", ("fp32",), "checkpoint", ("torch",), "pip install torch"),

@@ -1,0 +1,119 @@
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from toolkit.backends import registry
+from toolkit.backends.base import validate_batch
+from toolkit.checkpoint import load_model
+from toolkit.errors import InputError, UnavailableError
+
+CPU_PAIRS = [("pytorch", "fp32")] + [(b, p) for b in ("onnxruntime", "openvino") for p in ("fp32", "fp16", "int8")]
+# Max |logit - PyTorch fp32| on 512 real test images, per precision (see EXPORT_TOLERANCES).
+LOGIT_TOLERANCE = {"fp32": 1e-4, "fp16": 5e-2, "int8": 2.0}
+
+
+def _needs(name):
+    st = registry.status(name)
+    if not st.available:
+        pytest.skip(f"{name} unavailable: {st.reason}")
+
+
+@pytest.mark.parametrize("name, precision", CPU_PAIRS)
+def test_backend_matches_pytorch_on_real_images(name, precision, exported_dir, checkpoint, test_images):
+    _needs(name)
+    images = test_images[0][:512]
+    with torch.inference_mode():
+        ref = load_model(checkpoint)(torch.from_numpy(images)).numpy()
+    path = checkpoint if name == "pytorch" else None
+    with registry.create_backend(name, precision, path or registry.model_path_for(name, precision, exported_dir), threads=2) as backend:
+        info = backend.describe()
+        out = backend.run(images)
+    assert info.name == name and info.precision == precision and info.device == "cpu" and info.runtime
+    assert out.shape == (512, 10) and out.dtype == np.float32
+    assert np.abs(out - ref).max() <= LOGIT_TOLERANCE[precision]
+    assert (out.argmax(1) == ref.argmax(1)).mean() >= (0.98 if precision == "int8" else 0.998)
+
+
+def test_registry_reports_unavailable_with_reason():
+    statuses = {s.name: s for s in registry.all_statuses()}
+    assert set(statuses) == set(registry.backend_names())
+    assert statuses["pytorch"].available and statuses["onnxruntime"].available
+    for s in statuses.values():
+        assert s.available or s.reason
+    if importlib.util.find_spec("tensorrt") is None:
+        assert not statuses["tensorrt"].available and "tensorrt" in statuses["tensorrt"].reason
+        with pytest.raises(UnavailableError, match="tensorrt"):
+            registry.create_backend("tensorrt", "fp32")
+
+
+def test_package_import_does_not_pull_heavy_runtimes():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, toolkit, toolkit.cli, toolkit.backends.registry as r; r.all_statuses(); "
+        "bad = [m for m in ('tensorrt', 'openvino', 'onnxruntime', 'onnx') if m in sys.modules]; print(bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    # onnxruntime may be imported to list providers only for the GPU variants; CPU-only status checks must not need it.
+    assert "tensorrt" not in out and "openvino" not in out
+
+
+def test_unknown_backend_and_precision():
+    with pytest.raises(InputError, match="unknown backend"):
+        registry.create_backend("tflite", "fp32")
+    with pytest.raises(InputError, match="unknown precision"):
+        registry.create_backend("onnxruntime", "fp8")
+    with pytest.raises(InputError, match="does not run"):
+        registry.create_backend("pytorch", "int8")
+
+
+# --- the input contract -----------------------------------------------------------------------
+
+def _good(n=2):
+    return np.random.default_rng(0).random((n, 1, 28, 28), dtype=np.float32)
+
+
+@pytest.mark.parametrize(
+    "batch, message",
+    [
+        (np.zeros((1, 28, 28), np.float32), "shape"),
+        (np.zeros((2, 3, 28, 28), np.float32), "shape"),
+        (np.zeros((2, 1, 32, 32), np.float32), "shape"),
+        (np.zeros((2, 1, 28, 28), np.uint8), "dtype"),
+        (np.zeros((2, 1, 28, 28), np.int64), "dtype"),
+        (np.full((2, 1, 28, 28), np.nan, np.float32), "NaN"),
+        (np.full((2, 1, 28, 28), np.inf, np.float32), "NaN or Inf"),
+        (np.full((2, 1, 28, 28), 255.0, np.float32), r"\[0, 1\]"),
+        (-_good(), r"\[0, 1\]"),
+        ([[0.0]], "numpy"),
+    ],
+)
+def test_bad_batches_get_input_error(batch, message):
+    with pytest.raises(InputError, match=message):
+        validate_batch(batch)
+    assert issubclass(InputError, ValueError)
+
+
+def test_batches_that_are_converted():
+    x64 = _good().astype(np.float64)
+    assert validate_batch(x64).dtype == np.float32
+    strided = np.ascontiguousarray(np.repeat(_good(), 2, axis=0))[::2]
+    assert not strided.flags.c_contiguous
+    out = validate_batch(strided)
+    assert out.flags.c_contiguous and np.array_equal(out, strided)
+
+
+@pytest.mark.parametrize("name", ["pytorch", "onnxruntime", "openvino"])
+def test_empty_batch_and_noncontiguous_on_each_backend(name, exported_dir, checkpoint):
+    _needs(name)
+    path = checkpoint if name == "pytorch" else registry.model_path_for(name, "fp32", exported_dir)
+    with registry.create_backend(name, "fp32", path) as backend:
+        empty = backend.run(np.zeros((0, 1, 28, 28), np.float32))
+        assert empty.shape == (0, 10)
+        x = np.ascontiguousarray(np.repeat(_good(4), 2, axis=0))
+        assert np.allclose(backend.run(x[::2]), backend.run(np.ascontiguousarray(x[::2])), atol=1e-5)
+        with pytest.raises(InputError):
+            backend.run(np.full((1, 1, 28, 28), np.nan, np.float32))

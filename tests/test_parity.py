@@ -1,0 +1,169 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import assert_one_line_error, run_cli
+from toolkit import parity
+from toolkit.stats import mcnemar_exact
+
+CPU_BACKENDS = ["pytorch", "onnxruntime", "openvino"]
+
+
+@pytest.fixture(scope="module")
+def gate_report(exported_dir, checkpoint, data_dir):
+    """The gate on the committed checkpoint, every CPU pair, full test set, batch 1 and 1024."""
+    return parity.run_gate(checkpoint=checkpoint, artifacts_dir=exported_dir, data_dir=data_dir)
+
+
+def test_gate_passes_on_committed_checkpoint(gate_report):
+    by_pair = {(p.backend, p.precision): p for p in gate_report.pairs}
+    assert gate_report.images == 10_000 and gate_report.batch_sizes == (1, 1024)
+    assert gate_report.reference_accuracy >= 99.0
+    ran = [p for p in gate_report.pairs if p.status != "skipped"]
+    assert {("pytorch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("onnxruntime", "int8")} <= set(by_pair)
+    assert len(ran) >= 4
+    for p in ran:
+        assert p.status == "pass", (p.backend, p.precision, p.reason)
+        assert p.accuracy >= 99.0
+        assert [b.batch_size for b in p.batches] == [1, 1024]
+        assert p.mcnemar is not None
+    for p in gate_report.pairs:
+        if p.status == "skipped":
+            assert p.reason, "a skipped pair must say why"
+    fp32 = by_pair[("onnxruntime", "fp32")]
+    assert fp32.agreement == 1.0 and fp32.max_abs_logit <= 1e-4 and not fp32.flips
+
+
+def test_gate_reports_written(gate_report, tmp_path):
+    from toolkit.report import format_parity, write_parity_reports
+
+    j, m = write_parity_reports(gate_report, tmp_path)
+    data = json.loads(j.read_text())
+    assert data["passed"] is True and len(data["pairs"]) == len(gate_report.pairs)
+    assert data["pairs"][0]["batches"][0]["batch_size"] == 1
+    text = m.read_text()
+    assert "# Accuracy parity report" in text and "onnxruntime" in text
+    assert "parity gate PASSED" in format_parity(gate_report)
+
+
+def test_flips_and_mcnemar_are_consistent(gate_report):
+    for p in gate_report.pairs:
+        if p.status == "skipped":
+            continue
+        assert bool(p.flips) == (p.agreement < 1.0)
+        for f in p.flips:
+            assert f.prediction != f.reference_prediction and 0 <= f.index < 10_000 and 0 <= f.label <= 9
+        assert p.mcnemar.discordant <= round((1 - p.agreement) * gate_report.images)
+
+
+def test_wrong_signature_onnx_is_refused(tmp_path, checkpoint):
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 28, 28])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])
+    w = helper.make_tensor("w", TensorProto.FLOAT, [10, 3 * 28 * 28], np.zeros(10 * 3 * 28 * 28, np.float32))
+    shape = helper.make_tensor("s", TensorProto.INT64, [2], [-1, 3 * 28 * 28])
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["input", "s"], ["flat"]), helper.make_node("Gemm", ["flat", "w"], ["logits"], transB=1)],
+        "wrong", [x], [y], [w, shape],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), tmp_path / "mnist_cnn.fp32.onnx")
+    proc = run_cli("eval", "--backend", "onnxruntime", "--precision", "fp32", "--artifacts", tmp_path,
+                   "--report-dir", tmp_path, "--checkpoint", checkpoint, "--limit", "100")
+    assert proc.returncode == 1 and "not this model's signature" in proc.stdout
+
+
+def test_gate_fails_with_corrupted_weights(tmp_path, checkpoint, exported_dir, data_dir):
+    from toolkit.checkpoint import load_state_dict
+    from toolkit.export.onnx import export_onnx
+
+    state = load_state_dict(checkpoint)
+    g = torch.Generator().manual_seed(0)
+    state["fc1.weight"] = state["fc1.weight"] + 0.5 * torch.randn(state["fc1.weight"].shape, generator=g)
+    bad_ckpt = tmp_path / "bad.pt"
+    torch.save(state, bad_ckpt)
+    # ONNX from the corrupted weights, evaluated against the good checkpoint's reference.
+    export_onnx(bad_ckpt, "fp32", tmp_path, data_dir=data_dir)
+    report = parity.run_gate(checkpoint=checkpoint, artifacts_dir=tmp_path, backends=["onnxruntime"], precisions=["fp32"], data_dir=data_dir)
+    (pair,) = report.pairs
+    assert pair.status == "fail" and not report.passed
+    assert "agreement" in pair.reason and pair.flips
+    assert pair.mcnemar.p_value < 0.05  # the accuracy drop is real, not noise
+
+
+def test_gate_fails_with_impossible_tolerance(exported_dir, checkpoint, data_dir):
+    report = parity.run_gate(
+        checkpoint=checkpoint, artifacts_dir=exported_dir, backends=["onnxruntime"], precisions=["fp16"],
+        tolerances=parity.override_tolerances(max_abs_logit=0.0), data_dir=data_dir, limit=500,
+    )
+    assert report.pairs[0].status == "fail" and "max |dlogit|" in report.pairs[0].reason
+
+
+def _numbers(report):
+    return {(p.backend, p.precision): (p.status, p.accuracy, p.agreement, p.max_abs_logit, p.mean_abs_logit, [f.index for f in p.flips]) for p in report.pairs}
+
+
+def test_results_do_not_depend_on_order(exported_dir, checkpoint, data_dir):
+    # A benchmark-like warm run first, then the gate in two opposite orders: same numbers.
+    from toolkit.backends import registry
+
+    with registry.create_backend("onnxruntime", "int8", registry.model_path_for("onnxruntime", "int8", exported_dir)) as b:
+        for _ in range(20):
+            b.run(np.random.default_rng(1).random((64, 1, 28, 28), dtype=np.float32))
+    kw = dict(checkpoint=checkpoint, artifacts_dir=exported_dir, data_dir=data_dir, limit=2000, precisions=["fp32", "int8"])
+    forward = parity.run_gate(backends=["onnxruntime", "openvino", "pytorch"], **kw)
+    backward = parity.run_gate(backends=["pytorch", "openvino", "onnxruntime"], **kw)
+    assert _numbers(forward) == _numbers(backward)
+
+
+def test_mcnemar_exact_known_values():
+    ref = np.array([True] * 10 + [False] * 0)
+    cand = np.array([False] * 10)
+    r = mcnemar_exact(ref, cand)
+    assert (r.reference_only_correct, r.candidate_only_correct) == (10, 0)
+    assert r.p_value == pytest.approx(2 * 0.5**10)
+    same = mcnemar_exact(np.array([True, False]), np.array([True, False]))
+    assert same.p_value == 1.0 and same.discordant == 0
+    # b=3, c=3 -> symmetric, p = 1
+    a = np.array([1, 1, 1, 0, 0, 0], bool)
+    assert mcnemar_exact(a, ~a).p_value == 1.0
+    # b=5, c=1 -> 2 * P(X<=1 | n=6) = 2 * 7/64
+    a = np.array([1] * 5 + [0], bool)
+    assert mcnemar_exact(a, ~a).p_value == pytest.approx(14 / 64)
+
+
+@pytest.mark.parametrize(
+    "args, needle, code",
+    [
+        (["--backend", "tflite"], "unknown backend", 2),
+        (["--precision", "fp8"], "unknown precision", 2),
+        (["--batch-sizes", "0,8"], "positive", 2),
+        (["--batch-sizes", "a"], "integers", 2),
+        (["--checkpoint", "/nonexistent.pt"], "does not exist", 2),
+    ],
+)
+def test_eval_bad_input(args, needle, code, tmp_path):
+    proc = run_cli("eval", "--report-dir", tmp_path, *args)
+    assert_one_line_error(proc, needle, code=code)
+
+
+def test_eval_explicit_unavailable_backend_says_why(tmp_path):
+    from toolkit.backends import registry
+
+    st = registry.status("tensorrt")
+    if st.available:
+        pytest.skip("TensorRT is available here")
+    proc = run_cli("eval", "--backend", "tensorrt", "--report-dir", tmp_path)
+    assert_one_line_error(proc, "unavailable", code=3)
+
+
+def test_eval_random_bytes_onnx_is_error_not_crash(tmp_path, checkpoint):
+    (tmp_path / "mnist_cnn.fp32.onnx").write_bytes(np.random.default_rng(0).bytes(4096))
+    proc = run_cli("eval", "--backend", "onnxruntime", "--precision", "fp32", "--artifacts", tmp_path,
+                   "--report-dir", tmp_path, "--checkpoint", checkpoint, "--limit", "100")
+    assert proc.returncode == 1
+    assert "not a valid ONNX file" in proc.stdout
+    assert "Traceback" not in proc.stderr
