@@ -167,3 +167,9 @@ def test_eval_random_bytes_onnx_is_error_not_crash(tmp_path, checkpoint):
     assert proc.returncode == 1
     assert "not a valid ONNX file" in proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_mcnemar_handles_thousands_of_discordant_pairs():
+    ref = np.array([True] * 3000 + [False] * 1000)
+    r = mcnemar_exact(ref, ~ref)
+    assert r.discordant == 4000 and 0.0 <= r.p_value < 1e-100

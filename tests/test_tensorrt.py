@@ -20,6 +20,7 @@ import pytest
 from conftest import ROOT, assert_one_line_error, run_cli
 
 from toolkit import paths
+from toolkit.artifacts import sha256_file
 from toolkit.backends import registry
 from toolkit.backends.onnxruntime_gpu import (
     cuda_provider_options,
@@ -75,8 +76,6 @@ def _write_engine(directory: Path, precision="fp32", strict=False, engine_bytes=
         onnx_path.write_bytes(b"onnx bytes of " + precision.encode())
     engine = paths.engine_path(precision, directory, strict=strict)
     engine.write_bytes(engine_bytes)
-    from toolkit.artifacts import sha256_file
-
     record = build_record(
         engine_path=engine, engine_bytes=engine_bytes, onnx_path=onnx_path, onnx_sha256=sha256_file(onnx_path),
         precision=precision, strict_fp32=strict, tf32=not strict, profile=(1, 64, 1024), workspace_mb=1024,
@@ -107,6 +106,10 @@ def test_verified_engine_hands_over_exactly_the_recorded_bytes(tmp_path):
     assert record["tensorrt_version"] == HERE.tensorrt_version
     assert record["gpu"] == {"name": HERE.gpu_name, "compute_capability": HERE.compute_capability}
     assert record["profile"] == {"min": 1, "opt": 64, "max": 1024}
+    assert record["engine"]["sha256"] == sha256_file(engine)
+    assert record["onnx"] == {"file": "mnist_cnn.fp32.onnx", "sha256": sha256_file(paths.onnx_path("fp32", tmp_path))}
+    assert record["precision"] == "fp32" and record["strict_fp32"] is False and record["tf32"] is True
+    assert record["io"][0]["name"] == "input" and record["build_seconds"] == 1.5 and record["built_at"]
 
 
 def _flip_last_byte(engine: Path):
@@ -242,6 +245,14 @@ def test_tensorrt_backend_is_unavailable_with_the_reason():
     status = registry.status("tensorrt")
     assert not status.available
     assert "toolkit[gpu]" in status.reason
+
+
+def test_importing_the_gpu_modules_loads_no_runtime():
+    code = ("import sys, toolkit.backends.tensorrt, toolkit.backends.onnxruntime_gpu, toolkit.export.tensorrt, toolkit.info; "
+            "print(sorted(m for m in ('tensorrt', 'onnxruntime', 'torch') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
 
 
 # --- toolkit info -----------------------------------------------------------------------------------

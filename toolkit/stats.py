@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,8 +37,9 @@ def mcnemar_exact(reference_correct: np.ndarray, candidate_correct: np.ndarray) 
         return McNemarResult(b, c, 1.0)
     k = min(b, c)
     # P(X <= k) for X ~ Binomial(n, 1/2), doubled for two sides, capped at 1.
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
-    return McNemarResult(b, c, min(1.0, 2.0 * tail))
+    # Exact integer arithmetic: 2**n overflows a float beyond n ~ 1000 discordant pairs.
+    tail = Fraction(sum(math.comb(n, i) for i in range(k + 1)), 2**n)
+    return McNemarResult(b, c, min(1.0, float(2 * tail)))
 
 
 def percentile(samples, q: float) -> float:

@@ -177,12 +177,10 @@ def _check_onnx(onnx_path: Path, precision: str) -> bytes:
 
 def build_engine(onnx_path: str | Path, precision: str, out_dir: str | Path = paths.ARTIFACTS_DIR, options: EngineOptions | None = None) -> EngineResult:
     """Build `out_dir/mnist_cnn.<precision>[-strict].engine` and its sidecar from an ONNX export."""
+    from toolkit.artifacts import check_writable_dir, sha256_bytes
     from toolkit.trt_env import require_tensorrt, trt_logger
 
     environment = require_tensorrt("building a TensorRT engine")
-
-    from toolkit.artifacts import check_writable_dir, sha256_bytes
-
     if precision not in paths.PRECISIONS:
         raise InputError(f"unknown precision {precision!r}", f"choose from {', '.join(paths.PRECISIONS)}")
     options = options or EngineOptions()
