@@ -24,6 +24,7 @@ pipeline: $(STAMP)
 	$(TOOLKIT) train
 	$(TOOLKIT) export --format onnx --precision all
 	$(TOOLKIT) eval
+	$(TOOLKIT) bench --quick --out artifacts/bench-quick
 
 # The test suite, including the full default training run and the parity gate on the committed checkpoint.
 test: $(STAMP)
@@ -35,6 +36,15 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check toolkit tests
+
+# The standard latency/throughput sweep over every available pair (a few minutes; needs the
+# exports from `make pipeline`): bench.json/.md and plots in artifacts/bench/.
+bench: $(STAMP)
+	$(TOOLKIT) bench
+
+# A small sweep (under a minute), kept apart from the committed reference report.
+bench-quick: $(STAMP)
+	$(TOOLKIT) bench --quick --out artifacts/bench-quick
 
 bench-train: $(STAMP)
 	$(TOOLKIT) bench-train

@@ -119,9 +119,9 @@ def full_dir(tmp_path):
 def exported_dir(tmp_path_factory, checkpoint, data_dir):
     """Every ONNX precision re-exported from the committed checkpoint, once per test session."""
     from toolkit.export.onnx import export_onnx
-    from toolkit.paths import PRECISIONS
+    from toolkit.paths import ONNX_PRECISIONS
 
     out = tmp_path_factory.mktemp("exported")
-    for precision in PRECISIONS:
+    for precision in ONNX_PRECISIONS:
         export_onnx(checkpoint, precision, out, data_dir=data_dir)
     return out

@@ -2,9 +2,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from conftest import assert_one_line_error, run_cli
 from onnx import numpy_helper
 
-from conftest import assert_one_line_error, run_cli
 from toolkit import paths
 from toolkit.artifacts import read_manifest, sha256_file
 from toolkit.errors import CheckFailed
@@ -13,7 +13,7 @@ from toolkit.export.quantize import calibration_batches, check_qdq_layout
 from toolkit.onnx_file import load_checked, metadata
 
 
-@pytest.mark.parametrize("precision", paths.PRECISIONS)
+@pytest.mark.parametrize("precision", paths.ONNX_PRECISIONS)
 def test_exported_file_contract(exported_dir, checkpoint, precision):
     path = paths.onnx_path(precision, exported_dir)
     model = load_checked(path)  # checker, signature, no external data
@@ -35,7 +35,7 @@ def test_exported_file_contract(exported_dir, checkpoint, precision):
 
 
 @pytest.mark.parametrize("batch", [1, 7, 300])
-@pytest.mark.parametrize("precision", paths.PRECISIONS)
+@pytest.mark.parametrize("precision", paths.ONNX_PRECISIONS)
 def test_dynamic_batch_runs(exported_dir, test_images, precision, batch):
     session = ort.InferenceSession(str(paths.onnx_path(precision, exported_dir)), providers=["CPUExecutionProvider"])
     out = session.run(None, {"input": test_images[0][:batch]})[0]

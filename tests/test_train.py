@@ -2,8 +2,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import assert_one_line_error, run_cli
+
 from toolkit.checkpoint import load_state_dict
 from toolkit.train import TrainConfig, train
 

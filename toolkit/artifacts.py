@@ -62,7 +62,8 @@ def _describe_os_error(exc: OSError, path: Path) -> OutputError:
 
 
 def check_writable_dir(directory: str | os.PathLike, create: bool = False) -> Path:
-    """Fail early, before any work, when the output directory can't take files."""
+    """Fail early, before any work, when the output directory can't take files (or its manifest
+    can't record them)."""
     d = Path(directory)
     if not d.exists():
         if not create:
@@ -75,6 +76,7 @@ def check_writable_dir(directory: str | os.PathLike, create: bool = False) -> Pa
         raise OutputError(f"{d} is not a directory", "choose a directory for the output")
     if not os.access(d, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write to {d} (permission denied)", "choose a writable location")
+    read_manifest(d)
     return d
 
 
@@ -228,10 +230,8 @@ def read_manifest(directory: str | os.PathLike) -> dict:
 
 
 def _manifest_key(path: Path, directory: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(directory.resolve()))
-    except ValueError:
-        return str(path.resolve())
+    # Relative even outside the directory ("../mnist_cnn.pt"), so a manifest stays true in another checkout.
+    return os.path.relpath(Path(path).resolve(), Path(directory).resolve())
 
 
 def _manifest_entry(content: Path, directory: Path, kind: str, parents: list[Path] | None, extra: dict | None) -> dict:
@@ -278,6 +278,10 @@ def write_artifact(
     manifest_path = directory / MANIFEST_NAME
     with directory_lock(directory):
         manifest = read_manifest(directory)
+        # Temp files of this artifact or the manifest exist only under the lock: any here now are a killed writer's.
+        prefixes = (f"{TEMP_PREFIX}{target.name}.", f"{TEMP_PREFIX}{MANIFEST_NAME}.")
+        for stale in [p for p in directory.iterdir() if p.name.startswith(prefixes)]:
+            stale.unlink(missing_ok=True)
         tmp = _stage(target, write)
         try:
             manifest["version"] = MANIFEST_VERSION

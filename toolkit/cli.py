@@ -148,7 +148,8 @@ _artifacts_option = click.option(
 
 @cli.command()
 @click.option("--format", "fmt", type=click.Choice(["onnx", "tensorrt"]), default="onnx", show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "all"]), default="fp32", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "int8-cpu", "all"]), default="fp32", show_default=True,
+              help="int8: symmetric s8s8 Q/DQ (TensorRT-ready); int8-cpu: u8s8 with the first conv in fp32 (ONNX only, for CPU runtimes).")
 @_checkpoint_option
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="artifacts", show_default=True, help="Output directory.")
 @click.option("--calibration-images", type=int, default=1000, show_default=True, help="int8: training images used for calibration.")
@@ -162,7 +163,7 @@ def export(fmt, precision, checkpoint, out_dir, calibration_images, min_batch, o
     """Export the checkpoint to ONNX (fp32, fp16, int8 Q/DQ) or build TensorRT engines."""
     from toolkit import paths
 
-    precisions = list(paths.PRECISIONS) if precision == "all" else [precision]
+    precisions = list(paths.ONNX_PRECISIONS if fmt == "onnx" else paths.PRECISIONS) if precision == "all" else [precision]
     if fmt == "onnx":
         from toolkit.export.onnx import export_onnx
         from toolkit.report import format_export_result
@@ -207,7 +208,7 @@ def eval_cmd(backends, precisions, batch_sizes, min_accuracy, max_logit_diff, mi
         from toolkit.export.onnx import export_onnx
         from toolkit.report import format_export_result
 
-        for p in precision_list or paths.PRECISIONS:
+        for p in precision_list or paths.ONNX_PRECISIONS:
             click.echo(format_export_result(export_onnx(checkpoint, p, artifacts_dir, data_dir=data_dir)))
     report = run_gate(
         checkpoint=checkpoint, artifacts_dir=artifacts_dir, backends=backend_list, precisions=precision_list,
@@ -262,6 +263,63 @@ def verify(directory):
         )
 
 
+# --- bench --------------------------------------------------------------------------------------
+
+@cli.command()
+@click.option("--backend", "backends", default=None, help="Comma-separated backends (default: every available one).")
+@click.option("--precision", "precisions", default=None, help="Comma-separated precisions: fp32,fp16,int8 (default: all).")
+@click.option("--batch-sizes", default=None, help="Comma-separated batch sizes.  [default: 1,8,32,128,256; --quick: 1,32,256]")
+@click.option("--warmup", default=None, help="Warm-up per cell: calls (20) or seconds (0.2s).  [default: 0.2s; --quick: 0.05s]")
+@click.option("--iterations", type=int, default=None, help="At least this many timed calls per cell.  [default: 100; --quick: 20]")
+@click.option("--min-seconds", type=float, default=None, help="And at least this long per cell.  [default: 1; --quick: 0.15]")
+@click.option("--threads", type=int, default=None, help="Threads per backend (default: every usable core).")
+@click.option("--quick", is_flag=True, help="A small sweep that finishes in under a minute (no torch.compile row).")
+@click.option("--compile/--no-compile", "torch_compile", default=None, help="Add a torch.compile row beside eager PyTorch.  [default: on; --quick: off]")
+@click.option("--direct/--no-direct", default=True, help="Add rows calling onnxruntime/OpenVINO directly, to measure the toolkit's wrapper overhead.  [default: on]")
+@click.option("--baseline", type=click.Path(dir_okay=False), default=None, help="An earlier bench.json: fail on a real regression.")
+@click.option("--threshold", type=float, default=0.10, show_default=True, help="Regression threshold for --baseline (0.10 = 10%).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="artifacts/bench", show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+@_checkpoint_option
+@_artifacts_option
+@_data_dir_option
+def bench(backends, precisions, batch_sizes, warmup, iterations, min_seconds, threads, quick, torch_compile, direct, baseline,
+          threshold, out_dir, quiet, checkpoint, artifacts_dir, data_dir):
+    """Latency and throughput of every available (backend, precision) pair over a batch-size sweep."""
+    from toolkit.artifacts import check_writable_dir
+    from toolkit.bench import BenchConfig, Warmup, compare_to_baseline, load_report, run_bench, summarize
+    from toolkit.errors import CheckFailed, InputError
+    from toolkit.report import format_bench, write_bench_reports
+
+    options = dict(
+        batch_sizes=_batch_sizes(batch_sizes) if batch_sizes is not None else None,
+        warmup=Warmup.parse(warmup) if warmup is not None else None,
+        iterations=iterations, min_seconds=min_seconds, threads=threads, torch_compile=torch_compile, direct=direct,
+    )
+    config = BenchConfig.quick_defaults(**options) if quick else BenchConfig(**{k: v for k, v in options.items() if v is not None})
+    if threshold is None or not threshold >= 0:
+        raise InputError(f"--threshold must be zero or more, got {threshold}", "pass e.g. --threshold 0.1 for 10%")
+    backend_list = _split_list(backends, "backend")
+    precision_list = _split_list(precisions, "precision")
+    base = load_report(baseline) if baseline else None
+    check_writable_dir(out_dir, create=True)
+    progress = None if quiet else (lambda line: click.echo(f"bench: {line}", err=True))
+    report = run_bench(config, backend_list, precision_list, checkpoint=checkpoint, artifacts_dir=artifacts_dir,
+                       data_dir=data_dir, progress=progress)
+    comparison = compare_to_baseline(report, base, threshold, baseline_name=str(baseline)) if base else None
+    summary = summarize(report)
+    written = write_bench_reports(report, out_dir, summary, comparison)
+    click.echo(format_bench(report, summary, comparison))
+    click.echo("reports: " + ", ".join(str(p) for p in written))
+    if report.failed:
+        first = report.failed[0]
+        raise CheckFailed(f"{len(report.failed)} benchmark cells failed, first {first.label} batch {first.batch_size}: {first.message}")
+    if comparison is not None and not comparison.passed:
+        worst = max(comparison.regressions, key=lambda c: c.ratio)
+        raise CheckFailed(f"{len(comparison.regressions)} cells regressed against {baseline}, worst {worst.label} batch "
+                          f"{worst.batch_size}: {worst.ratio:.2f}x the baseline median")
+
+
 def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -277,7 +335,9 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         click.echo(f"error: {_one_line(str(exc))}", err=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort:  # click's form of KeyboardInterrupt (SIGINT, or SIGTERM via the handler above)
+        if debug:
+            traceback.print_exc()
         click.echo("error: interrupted; artifacts already written are intact", err=True)
         sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as exc:
@@ -295,7 +355,7 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         package = (exc.name or "").split(".")[0]
         if package and package != "toolkit":  # an optional or broken install, not a bug in the toolkit
-            click.echo(f"error: this command needs the Python package '{package}', which is not installed; install it (see the README) or use a backend that does not need it", err=True)
+            click.echo(f"error: the Python package '{package}' is not installed and this command needs it; install it (see the README)", err=True)
             sys.exit(EXIT_UNAVAILABLE)
         click.echo(f"error: internal error {type(exc).__name__}: {_one_line(str(exc))[:300]} (re-run with --debug for the traceback)", err=True)
         sys.exit(EXIT_INTERNAL)

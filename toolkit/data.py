@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import math
 import os
 import shutil
 import subprocess
@@ -46,6 +47,7 @@ MIRRORS = (
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 MAX_IDX_BYTES = 256 * 1024 * 1024
+MAX_IDX_DIMS = 8  # MNIST uses 1 and 3; numpy refuses more than 64
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
@@ -59,14 +61,15 @@ def parse_idx(data: bytes, name: str = "IDX data", expected_ndim: int | None = N
     if data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
         raise DataError(f"{name} is not an IDX file (bad magic number {data[:4].hex()})", "delete it and run `toolkit data` again")
     ndim = data[3]
-    if ndim == 0 or (expected_ndim is not None and ndim != expected_ndim):
-        raise DataError(f"{name} has {ndim} dimensions, expected {expected_ndim}", "delete it and run `toolkit data` again")
+    if ndim == 0 or ndim > MAX_IDX_DIMS or (expected_ndim is not None and ndim != expected_ndim):
+        wanted = expected_ndim if expected_ndim is not None else f"1 to {MAX_IDX_DIMS}"
+        raise DataError(f"{name} has {ndim} dimensions, expected {wanted}", "delete it and run `toolkit data` again")
     header = 4 + 4 * ndim
     if len(data) < header:
         raise DataError(f"{name} is truncated inside its header", "delete it and run `toolkit data` again")
     dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_IDX_DTYPES[data[2]])
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize  # Python ints: numpy's int64 product wraps around silently
     if expected > MAX_IDX_BYTES:
         raise DataError(f"{name} declares {expected} bytes of payload, too large for MNIST", "delete it and run `toolkit data` again")
     payload = len(data) - header

@@ -20,6 +20,7 @@ from toolkit.errors import InputError, ToolkitError
 from toolkit.stats import McNemarResult, mcnemar_exact
 
 DEFAULT_BATCH_SIZES = (1, 1024)
+DEFAULT_CHECKPOINT = paths.checkpoint_path()
 MIN_ACCURACY = 99.0
 
 
@@ -34,6 +35,7 @@ DEFAULT_TOLERANCES = {
     "fp32": ParityTolerance(min_agreement=1.0, max_abs_logit=1e-4, max_accuracy_drop_pp=None),
     "fp16": ParityTolerance(min_agreement=0.999, max_abs_logit=0.05, max_accuracy_drop_pp=0.1),
     "int8": ParityTolerance(min_agreement=0.995, max_abs_logit=None, max_accuracy_drop_pp=0.3),
+    "int8-cpu": ParityTolerance(min_agreement=0.995, max_abs_logit=None, max_accuracy_drop_pp=0.3),
     # fp32 on a GPU: TensorRT (unless built --strict-fp32), cuDNN and onnxruntime-cuda use TF32
     # tensor cores by default, ~10 mantissa bits: fp16-like logit differences are expected.
     "fp32-tf32": ParityTolerance(min_agreement=0.999, max_abs_logit=0.05, max_accuracy_drop_pp=0.1),
@@ -235,7 +237,7 @@ def select_pairs(backends: list[str] | None = None, precisions: list[str] | None
 
 
 def run_gate(
-    checkpoint: str | Path = paths.checkpoint_path(),
+    checkpoint: str | Path = DEFAULT_CHECKPOINT,
     artifacts_dir: str | Path = paths.ARTIFACTS_DIR,
     backends: list[str] | None = None,
     precisions: list[str] | None = None,

@@ -14,6 +14,7 @@ from pathlib import Path
 from toolkit.errors import InputError, UnavailableError
 
 RESUME_SUFFIX = ".resume.pt"
+ONE_CYCLE_MIN_STEPS = 8
 
 
 @dataclass
@@ -137,6 +138,13 @@ def _make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
 
     if cfg.schedule == "constant":
         return None
+    total_steps = cfg.epochs * steps_per_epoch
+    if total_steps < ONE_CYCLE_MIN_STEPS:  # OneCycleLR divides by zero at 4 steps and has no warm-up below 8
+        raise InputError(
+            f"the one-cycle schedule needs at least {ONE_CYCLE_MIN_STEPS} steps; this run has {total_steps} "
+            f"({cfg.epochs} epochs x {steps_per_epoch} batches)",
+            "train on more images, lower --batch-size, or pass --schedule constant",
+        )
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, pct_start=0.25
     )
@@ -156,7 +164,9 @@ def _load_resume_state(path: Path, cfg: TrainConfig) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure to read means the state is unusable
-        raise CheckpointError(f"resume state {path} is unreadable ({str(exc).splitlines()[0][:120]})", "delete it and train without --resume") from None
+        from toolkit.checkpoint import _unpickler_detail
+
+        raise CheckpointError(f"resume state {path} is unreadable ({_unpickler_detail(exc)})", "delete it and train without --resume") from None
     if not isinstance(state, dict) or state.get("recipe") != cfg.recipe() or state.get("seed") != cfg.seed:
         raise CheckpointError(
             f"resume state {path} was made with another recipe or seed",
@@ -173,8 +183,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
 
     from toolkit import report
     from toolkit.artifacts import (
-        atomic_write_bytes, check_writable_dir, clean_stale_temp_files, directory_lock, library_versions, read_manifest,
-        sha256_file, write_artifact,
+        atomic_write_bytes,
+        check_writable_dir,
+        clean_stale_temp_files,
+        directory_lock,
+        library_versions,
+        sha256_file,
+        write_artifact,
     )
     from toolkit.checkpoint import save_bytes
     from toolkit.data import load_split
@@ -183,7 +198,6 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     cfg.validate()
     out = Path(cfg.out)
     check_writable_dir(out.parent)
-    read_manifest(out.parent)  # an unusable manifest would only stop the final write: say so before training
     device = resolve_device(cfg.device)
     threads = cfg.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
@@ -208,14 +222,20 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     resume_path = _resume_path(out)
     if cfg.resume:
         state = _load_resume_state(resume_path, cfg)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        history = [EpochStats(**h) for h in state["history"]]
-        start_epoch = state["epoch"]
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(state["scheduler"])
+            generator.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            history = [EpochStats(**h) for h in state["history"]]
+            start_epoch = int(state["epoch"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            from toolkit.errors import CheckpointError
+
+            raise CheckpointError(f"resume state {resume_path} is incomplete or damaged ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})",
+                                  "delete it and train without --resume") from None
         elapsed_before = history[-1].elapsed_seconds if history else 0.0
 
     wall_start = time.perf_counter()

@@ -42,10 +42,10 @@ GPU_INSTALL = "pip install 'toolkit[gpu]' in an environment without the CPU onnx
 SPECS: tuple[BackendSpec, ...] = (
     BackendSpec("pytorch", "pytorch", "TorchBackend", "cpu", ("fp32",), "checkpoint", ("torch",), "pip install torch"),
     BackendSpec("pytorch-cuda", "pytorch", "TorchCudaBackend", "cuda", ("fp32", "fp16"), "checkpoint", ("torch",), "a CUDA build of torch and an NVIDIA GPU"),
-    BackendSpec("onnxruntime", "onnxruntime", "OrtCpuBackend", "cpu", ("fp32", "fp16", "int8"), "onnx", ("onnxruntime",), "pip install onnxruntime"),
+    BackendSpec("onnxruntime", "onnxruntime", "OrtCpuBackend", "cpu", ("fp32", "fp16", "int8", "int8-cpu"), "onnx", ("onnxruntime",), "pip install onnxruntime"),
     BackendSpec("onnxruntime-cuda", "onnxruntime_gpu", "OrtCudaBackend", "cuda", ("fp32", "fp16", "int8"), "onnx", ("onnxruntime",), GPU_INSTALL),
     BackendSpec("onnxruntime-trt", "onnxruntime_gpu", "OrtTensorrtBackend", "cuda", ("fp32", "fp16", "int8"), "onnx", ("onnxruntime", "tensorrt"), GPU_INSTALL),
-    BackendSpec("openvino", "openvino", "OpenVinoBackend", "cpu", ("fp32", "fp16", "int8"), "onnx", ("openvino",), "pip install 'toolkit[openvino]'"),
+    BackendSpec("openvino", "openvino", "OpenVinoBackend", "cpu", ("fp32", "fp16", "int8", "int8-cpu"), "onnx", ("openvino",), "pip install 'toolkit[openvino]'"),
     BackendSpec("tensorrt", "tensorrt", "TensorrtBackend", "cuda", ("fp32", "fp16", "int8"), "engine", ("tensorrt", "torch"), GPU_INSTALL),
 )
 BY_NAME = {s.name: s for s in SPECS}
@@ -112,8 +112,8 @@ def model_path_for(name: str, precision: str, artifacts_dir: str | Path = paths.
 
 
 def check_precision(precision: str) -> str:
-    if precision not in paths.PRECISIONS:
-        raise InputError(f"unknown precision {precision!r}", f"choose from {', '.join(paths.PRECISIONS)}")
+    if precision not in paths.ONNX_PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}", f"choose from {', '.join(paths.ONNX_PRECISIONS)}")
     return precision
 
 
