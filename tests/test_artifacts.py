@@ -220,8 +220,13 @@ def test_an_interrupt_between_artifact_and_manifest_renames_waits_for_both(tmp_p
 
     artifacts.write_artifact(tmp_path / "a.bin", lambda tmp: tmp.write_bytes(b"old"), kind="blob")
     monkeypatch.setattr(artifacts.os, "replace", replace_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        artifacts.write_artifact(tmp_path / "a.bin", lambda tmp: tmp.write_bytes(b"new"), kind="blob")
+    # A shell that starts jobs in the background makes them ignore SIGINT; this test needs Python's default.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            artifacts.write_artifact(tmp_path / "a.bin", lambda tmp: tmp.write_bytes(b"new"), kind="blob")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert renamed == ["a.bin", "manifest.json"]
     assert artifacts.read_manifest(tmp_path)["artifacts"]["a.bin"]["sha256"] == sha256_file(tmp_path / "a.bin")
     assert (tmp_path / "a.bin").read_bytes() == b"new" and not temp_files(tmp_path)
