@@ -199,6 +199,47 @@ class TensorrtBackend(Backend):
             raise ToolkitError(f"CUDA graph capture of the engine failed ({str(exc).splitlines()[0][:160]})", "run without cuda_graph=True") from None
         return _CapturedGraph(n, graph, x, out)
 
+    # -- benchmark hook (see toolkit.bench) --------------------------------------------------------
+    def device_timings(self, batch: np.ndarray, iterations: int, warmup: int = 10) -> dict[str, list[float]]:
+        """Per-iteration seconds, as trtexec splits them: host-to-device copy, execution and
+        device-to-host copy from CUDA events on the backend's stream (pinned host buffers), and the
+        host time to enqueue the execution. Cheaper than a user's call: labelled so by the benchmark."""
+        import time
+
+        self._check_batch(batch.shape[0])
+        torch = self._torch
+        if self.options.get("cuda_graph"):
+            if self._graph is None or self._graph.batch != batch.shape[0]:
+                self._graph = None
+                self._graph = self._capture(batch.shape[0])
+            x, out, launch = self._graph.input, self._graph.output, self._graph.graph.replay
+        else:
+            x = torch.empty(batch.shape, dtype=self._dtypes[INPUT_NAME], device="cuda")
+            out = self._output_for(x)
+            self._bind(x, out)
+            launch = self._execute
+        host_in = torch.from_numpy(batch).pin_memory()
+        host_out = torch.empty(tuple(out.shape), dtype=out.dtype).pin_memory()
+        times: dict[str, list[float]] = {"h2d": [], "compute": [], "d2h": [], "enqueue": []}
+        with torch.cuda.stream(self._stream):
+            for i in range(warmup + iterations):
+                marks = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
+                marks[0].record(self._stream)
+                x.copy_(host_in, non_blocking=True)
+                marks[1].record(self._stream)
+                t0 = time.perf_counter()
+                launch()
+                enqueue = time.perf_counter() - t0
+                marks[2].record(self._stream)
+                host_out.copy_(out, non_blocking=True)
+                marks[3].record(self._stream)
+                self._stream.synchronize()
+                if i >= warmup:
+                    for key, start, end in (("h2d", 0, 1), ("compute", 1, 2), ("d2h", 2, 3)):
+                        times[key].append(marks[start].elapsed_time(marks[end]) / 1e3)  # elapsed_time: ms
+                    times["enqueue"].append(enqueue)
+        return times
+
     # -- description ----------------------------------------------------------------------------
     def _strict(self) -> bool:
         return bool(self._record and self._record.get("strict_fp32"))
