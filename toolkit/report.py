@@ -46,7 +46,7 @@ def table(headers: list[str], rows: list[list], align: str | None = None) -> str
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     align = align or ("l" + "r" * (len(headers) - 1))
     def fmt(row):
-        return "  ".join(c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(row, widths, align, strict=True))
+        return "  ".join(c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(row, widths, align, strict=True)).rstrip()
     lines = [fmt(cells[0]), "  ".join("-" * w for w in widths)] + [fmt(r) for r in cells[1:]]
     return "\n".join(lines)
 
