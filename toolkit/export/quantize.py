@@ -26,15 +26,9 @@ def calibration_batches(data_dir=None, count: int = 1000, batch_size: int = 100,
     return [x[i : i + batch_size] for i in range(0, len(x), batch_size)]
 
 
-def quantize_int8(fp32_bytes: bytes, data_dir=None, calibration_images: int = 1000, method: str = "minmax") -> tuple[bytes, dict]:
-    """Quantize an fp32 ONNX (bytes) to symmetric s8s8 Q/DQ; returns (bytes, metadata)."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+def _quantize_static(fp32_bytes: bytes, data_dir, calibration_images: int, exclude_first_conv: bool = False, **options) -> bytes:
+    """onnxruntime's quantize_static over the fp32 bytes, calibrated on training images."""
+    from onnxruntime.quantization import CalibrationDataReader, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from toolkit.errors import InputError
@@ -51,22 +45,31 @@ def quantize_int8(fp32_bytes: bytes, data_dir=None, calibration_images: int = 10
             batch = next(self._it, None)
             return None if batch is None else {"input": batch}
 
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        src, pre, dst = Path(tmp, "fp32.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "int8.onnx")
+        src, pre, dst = Path(tmp, "fp32.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "quantized.onnx")
         src.write_bytes(fp32_bytes)
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        quantize_static(
-            str(pre), str(dst), Reader(),
-            quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            calibrate_method=methods[method],
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
-        )
-        data = dst.read_bytes()
+        if exclude_first_conv:
+            options["nodes_to_exclude"] = [first_conv_name(pre)]
+        quantize_static(str(pre), str(dst), Reader(), **options)
+        return dst.read_bytes()
+
+
+def quantize_int8(fp32_bytes: bytes, data_dir=None, calibration_images: int = 1000, method: str = "minmax") -> tuple[bytes, dict]:
+    """Quantize an fp32 ONNX (bytes) to symmetric s8s8 Q/DQ; returns (bytes, metadata)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
+    data = _quantize_static(
+        fp32_bytes, data_dir, calibration_images,
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        calibrate_method=methods[method],
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+    )
     meta = {
         "quantization": "QDQ s8s8 symmetric, per-channel weights, float bias",
         "calibration": f"{calibration_images} training images (seed {CALIBRATION_SEED}), {method}",
@@ -96,44 +99,16 @@ def quantize_int8_cpu(fp32_bytes: bytes, data_dir=None, calibration_images: int 
     model. Keeping it fp32 and quantizing the 16->32 convolution and the classifier gives ~1.6x
     fp32 throughput in ONNX Runtime (with its QDQ propagation pass off: see
     toolkit/backends/onnxruntime.py) at the same accuracy; the s8s8 `int8` file ran at ~0.5x."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
+
+    data = _quantize_static(
+        fp32_bytes, data_dir, calibration_images, exclude_first_conv=True,
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        calibrate_method=CalibrationMethod.MinMax,
     )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from toolkit.errors import InputError
-
-    if calibration_images <= 0:
-        raise InputError(f"--calibration-images must be positive, got {calibration_images}", "use a few hundred to a few thousand")
-    batches = calibration_batches(data_dir, calibration_images)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self._it = iter(batches)
-
-        def get_next(self):
-            batch = next(self._it, None)
-            return None if batch is None else {"input": batch}
-
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        src, pre, dst = Path(tmp, "fp32.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "int8-cpu.onnx")
-        src.write_bytes(fp32_bytes)
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        quantize_static(
-            str(pre), str(dst), Reader(),
-            quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            calibrate_method=CalibrationMethod.MinMax,
-            nodes_to_exclude=[first_conv_name(pre)],
-        )
-        data = dst.read_bytes()
     meta = {
         "quantization": "QDQ u8s8: asymmetric uint8 activations, symmetric int8 per-channel weights, int32 bias; first conv fp32",
         "calibration": f"{calibration_images} training images (seed {CALIBRATION_SEED}), minmax",
