@@ -330,7 +330,7 @@ class BenchReport:
 
 # --- environment --------------------------------------------------------------------------------
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             for line in fh:
@@ -372,7 +372,7 @@ def capture_environment() -> Environment:
 
     versions = library_versions()
     return Environment(
-        cpu_model=_cpu_model(), cpu_count=os.cpu_count() or 1, usable_cores=usable_cores(), gpu=_gpu_description(),
+        cpu_model=cpu_model(), cpu_count=os.cpu_count() or 1, usable_cores=usable_cores(), gpu=_gpu_description(),
         platform=platform.platform(), python=versions.pop("python"), toolkit=versions.pop("toolkit"), versions=versions,
         date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), command=command_line(),
         load_average_start=_load_average(),

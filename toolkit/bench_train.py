@@ -91,10 +91,9 @@ def run_seed_recipe(steps: int, data_dir=None, seed: int = 0) -> SeedRecipeRun:
 
 
 def benchmark_training(seed_steps: int = 3000, data_dir=None, out: str = "/tmp/toolkit-bench-train.pt", progress: bool = True) -> TrainBenchmark:
-    import platform
-
     import torch
 
+    from toolkit.bench import cpu_model
     from toolkit.errors import InputError
     from toolkit.train import TrainConfig, train
 
@@ -113,16 +112,6 @@ def benchmark_training(seed_steps: int = 3000, data_dir=None, out: str = "/tmp/t
         seed=seed_run,
         speedup_time_to_99=(seed_run.extrapolated_seconds / t99) if t99 else None,
         threads=torch.get_num_threads(),
-        cpu=_cpu_model() or platform.processor() or platform.machine(),
+        cpu=cpu_model(),
     )
 
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
