@@ -117,3 +117,14 @@ def test_empty_batch_and_noncontiguous_on_each_backend(name, exported_dir, check
         assert np.allclose(backend.run(x[::2]), backend.run(np.ascontiguousarray(x[::2])), atol=1e-5)
         with pytest.raises(InputError):
             backend.run(np.full((1, 1, 28, 28), np.nan, np.float32))
+
+
+@pytest.mark.parametrize("name", ["pytorch", "onnxruntime", "openvino"])
+def test_read_only_batches_work(name, exported_dir, checkpoint):
+    _needs(name)
+    path = checkpoint if name == "pytorch" else registry.model_path_for(name, "fp32", exported_dir)
+    x = _good(3)
+    frozen = x.copy()
+    frozen.setflags(write=False)
+    with registry.create_backend(name, "fp32", path) as backend:
+        np.testing.assert_allclose(backend.run(frozen), backend.run(x), atol=1e-6)

@@ -379,6 +379,7 @@ def test_a_cell_failing_mid_run_leaves_the_other_cells(monkeypatch, exported_dir
     (["--iterations", "0"], ["iterations"]),
     (["--threads", "0"], ["threads"]),
     (["--threshold", "-1"], ["threshold"]),
+    (["--threshold", "inf"], ["threshold"]),
 ])
 def test_bad_options_are_one_line_errors(args, needles, tmp_path):
     proc = run_cli("bench", "--quick", *args, "--out", tmp_path / "out")
@@ -393,6 +394,23 @@ def test_a_baseline_that_is_not_a_benchmark_is_refused(tmp_path):
     for path in (not_bench, garbage, tmp_path / "missing.json"):
         proc = run_cli("bench", "--quick", "--baseline", path, "--out", tmp_path / "out")
         assert_one_line_error(proc, path.name, code=2)
+    assert not (tmp_path / "out" / "bench.json").exists()
+
+
+@pytest.mark.parametrize("damage", ["null-latency", "zero-median", "text-samples"])
+def test_a_damaged_baseline_is_refused_before_timing(quick_run, tmp_path, damage):
+    data = json.loads((quick_run[1] / "bench.json").read_text())
+    cell = next(c for c in data["cells"] if c["status"] == "ok")
+    if damage == "null-latency":
+        cell["latency"] = None
+    elif damage == "zero-median":
+        cell["latency"]["median_us"] = 0
+    else:
+        cell["samples_ns"] = ["x"]
+    bad = tmp_path / "bench.json"
+    bad.write_text(json.dumps(data))
+    proc = run_cli("bench", "--quick", "--baseline", bad, "--out", tmp_path / "out")
+    assert_one_line_error(proc, "bench.json", code=2)
     assert not (tmp_path / "out" / "bench.json").exists()
 
 

@@ -143,6 +143,10 @@ def test_mcnemar_exact_known_values():
         (["--batch-sizes", "0,8"], "positive", 2),
         (["--batch-sizes", "a"], "integers", 2),
         (["--checkpoint", "/nonexistent.pt"], "does not exist", 2),
+        (["--min-agreement", "99.5"], "fraction", 2),
+        (["--max-logit-diff", "nan"], "--max-logit-diff", 2),
+        (["--min-accuracy", "150"], "percentage", 2),
+        (["--threads", "0"], "--threads", 2),
     ],
 )
 def test_eval_bad_input(args, needle, code, tmp_path):
@@ -173,3 +177,10 @@ def test_mcnemar_handles_thousands_of_discordant_pairs():
     ref = np.array([True] * 3000 + [False] * 1000)
     r = mcnemar_exact(ref, ~ref)
     assert r.discordant == 4000 and 0.0 <= r.p_value < 1e-100
+
+
+def test_a_gate_where_nothing_ran_does_not_pass():
+    report = parity.ParityReport("ref", 99.0, 10, (1,), 99.0, [parity.PairResult("tensorrt", "fp32", "skipped", "no GPU")], "c", "s")
+    assert not report.passed
+    ok = parity.PairResult("onnxruntime", "fp32", "pass")
+    assert parity.ParityReport("ref", 99.0, 10, (1,), 99.0, [ok, report.pairs[0]], "c", "s").passed

@@ -74,6 +74,8 @@ def test_resume_continues_from_last_completed_epoch(tmp_path, data_dir):
         (["--epochs", "0"], "--epochs"),
         (["--epochs", "-3"], "--epochs"),
         (["--batch-size", "0"], "--batch-size"),
+        (["--threads", "-1"], "--threads"),
+        (["--weight-decay", "-1"], "--weight-decay"),
         (["--out", "/nonexistent-dir/x/m.pt"], "does not exist"),
     ],
 )

@@ -821,13 +821,25 @@ def report_from_dict(data: dict, source: str = "benchmark JSON") -> BenchReport:
                 for k in ("compute", "h2d", "d2h", "enqueue"):
                     dev[k] = _stats(dev.get(k))
                 c["device"] = _build(DeviceTiming, dev)
-            cells.append(_build(BenchCell, c))
+            cell = _build(BenchCell, c)
+            if cell.status == "ok":
+                _check_ok_cell(cell)
+            cells.append(cell)
         return BenchReport(
             environment=_build(Environment, data["environment"]), settings=_build(BenchSettings, data["settings"]),
             pairs=[_build(PairInfo, p) for p in data["pairs"]], cells=cells,
         )
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise InputError(f"{source} is not a valid toolkit benchmark JSON (bad or missing field: {exc})", fix) from None
+
+
+def _check_ok_cell(cell: BenchCell) -> None:
+    """What the baseline comparison relies on: a positive, finite median and integer samples."""
+    median = getattr(cell.latency, "median_us", None)
+    if not isinstance(median, (int, float)) or not math.isfinite(median) or median <= 0:
+        raise ValueError(f"cell {cell.backend}/{cell.precision} batch {cell.batch_size} has no positive median latency")
+    if not isinstance(cell.samples_ns, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in cell.samples_ns):
+        raise ValueError(f"cell {cell.backend}/{cell.precision} batch {cell.batch_size} has samples that are not positive integers")
 
 
 def load_report(path: str | os.PathLike) -> BenchReport:

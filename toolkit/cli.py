@@ -6,6 +6,7 @@ and works without optional packages.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -297,7 +298,7 @@ def bench(backends, precisions, batch_sizes, warmup, iterations, min_seconds, th
         iterations=iterations, min_seconds=min_seconds, threads=threads, torch_compile=torch_compile, direct=direct,
     )
     config = BenchConfig.quick_defaults(**options) if quick else BenchConfig(**{k: v for k, v in options.items() if v is not None})
-    if threshold is None or not threshold >= 0:
+    if threshold is None or not math.isfinite(threshold) or threshold < 0:
         raise InputError(f"--threshold must be zero or more, got {threshold}", "pass e.g. --threshold 0.1 for 10%")
     backend_list = _split_list(backends, "backend")
     precision_list = _split_list(precisions, "precision")

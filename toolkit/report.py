@@ -255,7 +255,10 @@ def _ratio_lines(summary) -> list[str]:
         target = ""
         if r.target is not None:
             goal = f"≤ {100 * r.target:.0f}%" if "overhead" in r.what else f"≥ {r.target:g}x"
-            target = f" (target {goal}: {'met' if r.met else 'NOT met'})"
+            verdict = "met" if r.met else "NOT met"
+            if r.met and "overhead" in r.what and r.value is not None and r.value > r.target:
+                verdict = "not exceeded beyond noise: the 95% CI reaches below it"
+            target = f" (target {goal}: {verdict})"
         lines.append(f"{r.what}: {value}{target}" + (f"; {r.detail}" if r.detail else ""))
     return lines
 

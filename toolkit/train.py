@@ -44,6 +44,10 @@ class TrainConfig:
             raise InputError(f"unknown optimizer {self.optimizer!r}", "use adamw or adam")
         if self.schedule not in ("onecycle", "constant"):
             raise InputError(f"unknown schedule {self.schedule!r}", "use onecycle or constant")
+        if not self.weight_decay >= 0:
+            raise InputError(f"--weight-decay must be zero or more, got {self.weight_decay}", "pass e.g. --weight-decay 1e-4")
+        if self.threads is not None and self.threads <= 0:
+            raise InputError(f"--threads must be a positive integer, got {self.threads}", "omit it to use every core")
         if self.train_limit is not None and self.train_limit <= 0:
             raise InputError(f"--train-limit must be positive, got {self.train_limit}", "omit it to train on all 60,000 images")
 

@@ -135,13 +135,16 @@ class TensorrtBackend(Backend):
     def _run(self, batch: np.ndarray) -> np.ndarray:
         self._check_batch(batch.shape[0])
         torch = self._torch
+        x = None
         with torch.cuda.stream(self._stream):
             if self.options.get("cuda_graph"):
                 logits = self._replay(batch)
             else:
-                logits = self._enqueue(torch.from_numpy(batch).to("cuda").to(self._dtypes[INPUT_NAME]))
+                x = torch.from_numpy(batch).to("cuda").to(self._dtypes[INPUT_NAME])
+                logits = self._enqueue(x)
             host = logits.float().cpu()
-        self._stream.synchronize()  # the device buffers stay referenced until here
+        self._stream.synchronize()  # the device buffers (x, logits) stay referenced until here
+        del x, logits
         return host.numpy()
 
     def _check_batch(self, n: int) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 CALIBRATION_SEED = 1234
+TRAIN_IMAGES = 60_000  # calibration_batches never samples more than the split holds
 
 
 def calibration_batches(data_dir=None, count: int = 1000, batch_size: int = 100, seed: int = CALIBRATION_SEED) -> list[np.ndarray]:
@@ -72,7 +73,7 @@ def quantize_int8(fp32_bytes: bytes, data_dir=None, calibration_images: int = 10
     )
     meta = {
         "quantization": "QDQ s8s8 symmetric, per-channel weights, float bias",
-        "calibration": f"{calibration_images} training images (seed {CALIBRATION_SEED}), {method}",
+        "calibration": f"{min(calibration_images, TRAIN_IMAGES)} training images (seed {CALIBRATION_SEED}), {method}",
     }
     return data, meta
 
@@ -111,7 +112,7 @@ def quantize_int8_cpu(fp32_bytes: bytes, data_dir=None, calibration_images: int 
     )
     meta = {
         "quantization": "QDQ u8s8: asymmetric uint8 activations, symmetric int8 per-channel weights, int32 bias; first conv fp32",
-        "calibration": f"{calibration_images} training images (seed {CALIBRATION_SEED}), minmax",
+        "calibration": f"{min(calibration_images, TRAIN_IMAGES)} training images (seed {CALIBRATION_SEED}), minmax",
         "target": "CPU runtimes (ONNX Runtime, OpenVINO); not for TensorRT (use int8)",
     }
     return data, meta

@@ -123,8 +123,12 @@ def _configure(builder: trt.Builder, config: trt.IBuilderConfig, options: Engine
         config.clear_flag(trt.BuilderFlag.TF32)
     profile = builder.create_optimization_profile()
     low, opt, high = options.input_shapes()
-    profile.set_shape(INPUT_NAME, low, opt, high)
-    if not profile or config.add_optimization_profile(profile) < 0:
+    try:
+        profile.set_shape(INPUT_NAME, low, opt, high)  # returns None; the binding raises ValueError on bad shapes
+    except ValueError as exc:
+        raise InputError(f"TensorRT rejected the batch profile {options.min_batch}/{options.opt_batch}/{options.max_batch} ({exc})",
+                         "pass min <= opt <= max batch sizes") from None
+    if config.add_optimization_profile(profile) < 0:
         raise InputError(f"TensorRT rejected the batch profile {options.min_batch}/{options.opt_batch}/{options.max_batch}", "pass min <= opt <= max batch sizes")
     return config.get_flag(trt.BuilderFlag.TF32)
 
