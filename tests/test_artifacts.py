@@ -243,3 +243,11 @@ def test_temp_files_of_a_killed_export_are_removed_when_that_file_is_written_aga
     write_artifact(tmp_path / "model.onnx", lambda tmp: tmp.write_bytes(b"v2"), kind="blob")
     assert not any(p.exists() for p in killed) and unrelated.exists()
     assert (tmp_path / "model.onnx").read_bytes() == b"v2"
+
+
+@pytest.mark.parametrize("directory", ["artifacts", "artifacts/bench"])
+def test_committed_artifacts_match_their_manifest(directory):
+    """What the repository ships (checkpoint, exports, reference reports) is what its manifest says."""
+    proc = run_cli("verify", ROOT / directory)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 missing, 0 changed, 0 stale" in proc.stdout
