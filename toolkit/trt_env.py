@@ -13,7 +13,7 @@ from importlib import metadata
 
 from toolkit.backends.registry import GPU_INSTALL, cuda_available
 from toolkit.engine_sidecar import EngineEnvironment
-from toolkit.errors import UnavailableError
+from toolkit.errors import ToolkitError, UnavailableError
 
 # The TensorRT wheels have shipped under several distribution names.
 TENSORRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu13-bindings", "tensorrt-cu12-bindings")
@@ -93,3 +93,13 @@ def last_error(logger, fallback: str) -> str:
     """TensorRT's last logged error (shortened), or `fallback` when it logged none."""
     errors = logger.take_errors()
     return errors[-1][:200] if errors else fallback
+
+
+def create_with_logger(factory, logger, what: str):
+    """`trt.Builder(logger)` / `trt.Runtime(logger)`: the binding raises TypeError when the
+    factory returns nullptr (driver or CUDA mismatch); turn that into one line with the fix."""
+    try:
+        return factory(logger)
+    except TypeError:
+        raise ToolkitError(f"TensorRT could not create a {what} ({last_error(logger, 'no details logged')})",
+                           "check the NVIDIA driver and that TensorRT matches the CUDA version (toolkit info)") from None

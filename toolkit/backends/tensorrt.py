@@ -66,18 +66,6 @@ def _io_dtypes(engine: trt.ICudaEngine) -> dict:
     return {name: _torch_dtype(engine.get_tensor_dtype(name)) for name in modes}
 
 
-def _runtime(logger) -> trt.Runtime:
-    import tensorrt as trt
-
-    from toolkit.trt_env import last_error
-
-    try:
-        return trt.Runtime(logger)
-    except TypeError:  # the binding's way of saying the factory returned nullptr
-        raise ToolkitError(f"TensorRT could not create a runtime ({last_error(logger, 'no details logged')})",
-                           "check the NVIDIA driver and that TensorRT matches the CUDA version (toolkit info)") from None
-
-
 class TensorrtBackend(Backend):
     name = "tensorrt"
     device = "cuda"
@@ -102,7 +90,11 @@ class TensorrtBackend(Backend):
         try:
             self._logger = trt_logger()
             self._logger.take_errors()
-            self._runtime: trt.Runtime = _runtime(self._logger)
+            import tensorrt as trt
+
+            from toolkit.trt_env import create_with_logger
+
+            self._runtime: trt.Runtime = create_with_logger(trt.Runtime, self._logger, "runtime")
             # Version-compatible plans embed host code; an engine must never bring its own code.
             self._runtime.engine_host_code_allowed = False
             engine, self._record = load_verified_engine(

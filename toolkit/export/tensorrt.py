@@ -194,7 +194,11 @@ def build_engine(onnx_path: str | Path, precision: str, out_dir: str | Path = pa
     onnx_bytes = _check_onnx(onnx_path, precision)
     logger = trt_logger()
     logger.take_errors()
-    builder: trt.Builder = _builder(logger)
+    import tensorrt as trt
+
+    from toolkit.trt_env import create_with_logger
+
+    builder: trt.Builder = create_with_logger(trt.Builder, logger, "builder")
     network, parser = _parse(builder, logger, onnx_bytes, onnx_path, precision)  # the parser holds the weights until the build ends
     io = _io(network)
     _check_io(io, onnx_path)
@@ -217,18 +221,6 @@ def build_engine(onnx_path: str | Path, precision: str, out_dir: str | Path = pa
         len(engine_bytes), record["engine"]["sha256"], str(onnx_path), record["onnx"]["sha256"], cache_note,
         time.perf_counter() - t0,
     )
-
-
-def _builder(logger) -> trt.Builder:
-    import tensorrt as trt
-
-    from toolkit.trt_env import last_error
-
-    try:
-        return trt.Builder(logger)
-    except TypeError:  # the binding's way of saying the factory returned nullptr
-        raise ToolkitError(f"TensorRT could not create a builder ({last_error(logger, 'no details logged')})",
-                           "check the NVIDIA driver and that TensorRT matches the CUDA version (toolkit info)") from None
 
 
 def _cuda_runtime() -> str | None:
