@@ -40,7 +40,7 @@ _UINT32 = np.dtype(np.uint32)
 
 def validate_batch(batch) -> np.ndarray:
     """Check a batch against the contract (N,1,28,28), float, finite, in [0,1]; return it as
-    C-contiguous float32. Other float dtypes and non-contiguous arrays are converted; integer
+    C-contiguous float32. Other float dtypes, non-contiguous and read-only arrays are copied; integer
     dtypes are refused (unscaled 0..255 pixels are the usual mistake)."""
     if not isinstance(batch, np.ndarray):
         raise InputError(f"batch must be a numpy array, got {type(batch).__name__}", "pass np.ndarray of shape (N,1,28,28)")
@@ -53,6 +53,9 @@ def validate_batch(batch) -> np.ndarray:
         )
     if batch.dtype != _FLOAT32 or not batch.flags.c_contiguous:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
+    elif not batch.flags.writeable:
+        # Read-only arrays (memory-mapped, np.frombuffer): runtimes that share memory want writable ones.
+        batch = batch.copy()
     # One pass over the bits decides the common case (the check is a measurable part of a batch-1
     # call): float32 bit patterns of +0.0..1.0 are exactly the uint32 range 0..0x3F800000, and every
     # negative value, -0.0, NaN and Inf lies above it. argmax has a quarter of a ufunc reduction's

@@ -37,10 +37,7 @@ class OpenVinoBackend(Backend):
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         # Wrap the (validated, C-contiguous float32) batch without copying it: infer({0: batch})
-        # copies the input and every output, about a quarter of a batch-1 call here. OpenVINO only
-        # shares writable memory (a read-only array, e.g. memory-mapped, raises): copy those.
-        if not batch.flags.writeable:
-            batch = batch.copy()
+        # copies the input and every output, about a quarter of a batch-1 call here.
         self.request.set_input_tensor(self._ov.Tensor(batch, shared_memory=True))
         self.request.infer()
         # The output tensor is reused by the next call: hand the caller its own copy.
