@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from pathlib import Path
 
 from toolkit.errors import CheckpointError
@@ -44,7 +45,9 @@ def load_state_dict(path: str | os.PathLike) -> dict:
     if size > MAX_CHECKPOINT_BYTES:
         raise CheckpointError(f"checkpoint {p} is {size} bytes, far too large for this model", "pass the right file")
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's remarks on odd pickles would break the one-line error
+            obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         detail = _unpickler_detail(exc)
         if "Unsupported global" in detail:
