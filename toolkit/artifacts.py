@@ -251,17 +251,6 @@ def _manifest_entry(content: Path, directory: Path, kind: str, parents: list[Pat
     return entry
 
 
-def record_in_manifest(path: Path, kind: str, parents: list[Path] | None = None, extra: dict | None = None) -> dict:
-    """Add or replace the manifest entry of an artifact already in place (call under directory_lock)."""
-    directory = path.parent
-    manifest = read_manifest(directory)
-    entry = _manifest_entry(path, directory, kind, parents, extra)
-    manifest["version"] = MANIFEST_VERSION
-    manifest["artifacts"][_manifest_key(path, directory)] = entry
-    atomic_write_json(directory / MANIFEST_NAME, manifest)
-    return entry
-
-
 def write_artifact(
     path: str | os.PathLike,
     write: Callable[[Path], None],

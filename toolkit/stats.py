@@ -21,9 +21,6 @@ class McNemarResult:
     def discordant(self) -> int:
         return self.reference_only_correct + self.candidate_only_correct
 
-    def significant(self, alpha: float = 0.05) -> bool:
-        return self.p_value < alpha
-
 
 def mcnemar_exact(reference_correct: np.ndarray, candidate_correct: np.ndarray) -> McNemarResult:
     ref = np.asarray(reference_correct, dtype=bool)

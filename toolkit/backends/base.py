@@ -75,10 +75,7 @@ class Backend(abc.ABC):
     """Subclasses set `name`/`device`, implement `_load`, `_run`, `runtime_version`, may override `close`."""
 
     name: str = ""
-    device: str = "cpu"
-    # precisions this backend can run, and the kind of file it reads ("onnx", "checkpoint", "engine")
-    precisions: tuple[str, ...] = ("fp32", "fp16", "int8")
-    reads: str = "onnx"
+    device: str = "cpu"  # which precisions a backend runs and which file it reads: registry.SPECS
 
     def __init__(self, model_path: str | Path, precision: str, threads: int | None = None, **options):
         self.model_path = Path(model_path)

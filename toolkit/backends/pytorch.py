@@ -10,8 +10,6 @@ from toolkit.backends.base import Backend
 class TorchBackend(Backend):
     name = "pytorch"
     device = "cpu"
-    precisions = ("fp32",)
-    reads = "checkpoint"
 
     def _load(self) -> None:
         import torch
@@ -51,7 +49,6 @@ class TorchBackend(Backend):
 class TorchCudaBackend(TorchBackend):
     name = "pytorch-cuda"
     device = "cuda"
-    precisions = ("fp32", "fp16")
 
     def _device(self) -> str:
         return "cuda"

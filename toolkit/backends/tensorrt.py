@@ -69,7 +69,6 @@ def _io_dtypes(engine: trt.ICudaEngine) -> dict:
 class TensorrtBackend(Backend):
     name = "tensorrt"
     device = "cuda"
-    reads = "engine"
 
     _runtime = None
     _engine = None
