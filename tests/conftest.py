@@ -119,7 +119,7 @@ def full_dir(tmp_path):
 def exported_dir(tmp_path_factory, checkpoint, data_dir):
     """Every ONNX precision re-exported from the committed checkpoint, once per test session."""
     from toolkit.export.onnx import export_onnx
-    from toolkit.paths import ONNX_PRECISIONS
+    from toolkit.files.paths import ONNX_PRECISIONS
 
     out = tmp_path_factory.mktemp("exported")
     for precision in ONNX_PRECISIONS:

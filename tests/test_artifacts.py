@@ -18,8 +18,8 @@ import pytest
 from conftest import DATA_DIR, ROOT, assert_one_line_error, run_cli
 from faults import assert_untouched, fault_env, snapshot, temp_files
 
-from toolkit.artifacts import sha256_file
 from toolkit.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED
+from toolkit.files.store import sha256_file
 
 QUICK = ("--train-limit", "512", "--epochs", "1", "--batch-size", "32", "--quiet", "--threads", "1")
 
@@ -48,8 +48,8 @@ def test_concurrent_writers_leave_complete_files_and_a_consistent_manifest(tmp_p
     seeds, so different bytes), one another. Each waits for the others inside its checkpoint write
     (for a few seconds at most: under the lock they can't arrive), so without the lock all three would
     update the manifest from the same old copy and lose entries."""
-    from toolkit.artifacts import read_manifest
-    from toolkit.checkpoint import load_state_dict
+    from toolkit.files.checkpoint import load_state_dict
+    from toolkit.files.store import read_manifest
 
     out = tmp_path / "artifacts"
     out.mkdir()
@@ -171,7 +171,7 @@ def test_interrupted_training_keeps_the_previous_checkpoint_and_resumes(signum, 
 def test_temp_files_of_a_killed_writer_are_removed_by_the_next_run(tmp_path, checkpoint):
     """SIGKILL leaves no chance to clean up: the temp file stays until the next run in that
     directory removes it. The finished artifacts are untouched either way."""
-    from toolkit.checkpoint import load_state_dict
+    from toolkit.files.checkpoint import load_state_dict
 
     out = tmp_path / "artifacts"
     out.mkdir()
@@ -189,7 +189,7 @@ def test_temp_files_of_a_killed_writer_are_removed_by_the_next_run(tmp_path, che
 # --- toolkit verify on what the toolkit wrote ---------------------------------------------------
 
 def test_verify_passes_on_intact_artifacts_and_names_each(tmp_path, checkpoint):
-    from toolkit.artifacts import write_artifact
+    from toolkit.files.store import write_artifact
 
     out = tmp_path / "artifacts"
     out.mkdir()
@@ -207,7 +207,7 @@ def test_verify_passes_on_intact_artifacts_and_names_each(tmp_path, checkpoint):
 
 def test_an_interrupt_between_artifact_and_manifest_renames_waits_for_both(tmp_path, monkeypatch):
     """Ctrl-C right after the artifact's rename is held back until the manifest's rename is done."""
-    from toolkit import artifacts
+    from toolkit.files import store as artifacts
 
     real_replace = os.replace
     renamed = []
@@ -233,7 +233,7 @@ def test_an_interrupt_between_artifact_and_manifest_renames_waits_for_both(tmp_p
 
 
 def test_temp_files_of_a_killed_export_are_removed_when_that_file_is_written_again(tmp_path):
-    from toolkit.artifacts import write_artifact
+    from toolkit.files.store import write_artifact
 
     write_artifact(tmp_path / "model.onnx", lambda tmp: tmp.write_bytes(b"v1"), kind="blob")
     killed = [tmp_path / ".tmp-model.onnx.x1", tmp_path / ".tmp-manifest.json.x2"]

@@ -6,8 +6,8 @@ import torch
 
 from toolkit.backends import registry
 from toolkit.backends.base import validate_batch
-from toolkit.checkpoint import load_model
 from toolkit.errors import InputError, UnavailableError
+from toolkit.files.checkpoint import load_model
 
 CPU_PAIRS = [("pytorch", "fp32")] + [(b, p) for b in ("onnxruntime", "openvino") for p in ("fp32", "fp16", "int8")]
 # Max |logit - PyTorch fp32| on 512 real test images, per precision (see EXPORT_TOLERANCES).

@@ -84,7 +84,7 @@ def _sparse_file(path: Path, size: int) -> Path:
 @pytest.fixture(scope="module")
 def good(tmp_path_factory, checkpoint, exported_dir):
     """A directory the toolkit wrote: checkpoint, fp32 ONNX derived from it, manifest."""
-    from toolkit.artifacts import write_artifact
+    from toolkit.files.store import write_artifact
 
     d = tmp_path_factory.mktemp("good")
     ckpt_bytes = checkpoint.read_bytes()
@@ -497,8 +497,8 @@ def test_verify_names_a_changed_artifact(workdir):
 
 
 def test_verify_names_an_artifact_derived_from_an_older_parent(workdir):
-    from toolkit.artifacts import write_artifact
-    from toolkit.checkpoint import load_state_dict, save_bytes
+    from toolkit.files.checkpoint import load_state_dict, save_bytes
+    from toolkit.files.store import write_artifact
 
     state = load_state_dict(workdir / "mnist_cnn.pt")
     state["fc1.bias"] = state["fc1.bias"] + 0.5  # a retrained checkpoint, recorded as the toolkit does
@@ -510,7 +510,7 @@ def test_verify_names_an_artifact_derived_from_an_older_parent(workdir):
 
 def _fill(directory: Path) -> None:
     """Use up the tmpfs: keep one recorded artifact, then a filler file to the last byte."""
-    from toolkit.report import write_text_artifact
+    from toolkit.files.store import write_text_artifact
 
     write_text_artifact(directory / "notes.md", "written before the disk filled up\n", kind="notes")
     with open(directory / "filler", "wb", buffering=0) as fh:

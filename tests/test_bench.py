@@ -159,9 +159,14 @@ def test_json_round_trip_keeps_everything():
     cells[0].device = bench.device_timing_from_hook({"compute": [1e-4] * 3, "enqueue": [2e-4] * 3})
     report = _report(cells, pairs=[bench.PairInfo("pytorch", "fp32", "", "ok", settings={"threads": 2}),
                                    bench.PairInfo("tensorrt", "fp16", "", "skipped", "no GPU")])
-    from toolkit.report import bench_json_text
+    from toolkit.files.store import json_text
+    from toolkit.report.bench import SAMPLE_KEYS
 
-    text = bench_json_text(bench.report_to_dict(report, bench.summarize(report)))
+    data = bench.report_to_dict(report, bench.summarize(report))
+    text = json_text(data, inline_keys=SAMPLE_KEYS)
+    # Same data as plain indented JSON, with each cell's samples on one line.
+    assert json.loads(text) == json.loads(json.dumps(data))
+    assert sum(1 for line in text.splitlines() if '"samples_ns": [' in line and line.rstrip().endswith(("],", "]"))) == 3
     data = json.loads(text)
     assert data["schema"] == bench.SCHEMA and data["schema_version"] == bench.SCHEMA_VERSION
     assert len(data["cells"]) == 3 and data["summary"]["ratios"] is not None
@@ -442,7 +447,7 @@ def test_int8_cpu_variant_is_u8s8_with_a_float_first_conv(exported_dir):
     import onnx
     from onnx import numpy_helper
 
-    from toolkit import paths
+    from toolkit.files import paths
 
     model = onnx.load(str(paths.onnx_path("int8-cpu", exported_dir)))
     inits = {i.name: i for i in model.graph.initializer}
@@ -461,7 +466,7 @@ def test_int8_cpu_variant_is_u8s8_with_a_float_first_conv(exported_dir):
 
 
 def test_int8_cpu_runs_on_cpu_backends_only(exported_dir, test_images):
-    from toolkit import paths
+    from toolkit.files import paths
 
     assert "int8-cpu" in paths.ONNX_PRECISIONS and "int8-cpu" not in paths.PRECISIONS
     for name in ("onnxruntime", "openvino"):

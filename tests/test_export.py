@@ -5,12 +5,12 @@ import pytest
 from conftest import assert_one_line_error, run_cli
 from onnx import numpy_helper
 
-from toolkit import paths
-from toolkit.artifacts import read_manifest, sha256_file
 from toolkit.errors import CheckFailed
 from toolkit.export import onnx as onnx_export
 from toolkit.export.quantize import calibration_batches, check_qdq_layout
-from toolkit.onnx_file import load_checked, metadata
+from toolkit.files import paths
+from toolkit.files.onnx_file import load_checked, metadata
+from toolkit.files.store import read_manifest, sha256_file
 
 
 @pytest.mark.parametrize("precision", paths.ONNX_PRECISIONS)

@@ -1,6 +1,6 @@
 import torch
 
-from toolkit.checkpoint import load_model, load_state_dict
+from toolkit.files.checkpoint import load_model, load_state_dict
 from toolkit.model import CNN, NUM_PARAMETERS
 
 

@@ -77,8 +77,8 @@ def test_wrong_signature_onnx_is_refused(tmp_path, checkpoint):
 
 
 def test_gate_fails_with_corrupted_weights(tmp_path, checkpoint, exported_dir, data_dir):
-    from toolkit.checkpoint import load_state_dict
     from toolkit.export.onnx import export_onnx
+    from toolkit.files.checkpoint import load_state_dict
 
     state = load_state_dict(checkpoint)
     g = torch.Generator().manual_seed(0)

@@ -19,8 +19,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, assert_one_line_error, run_cli
 
-from toolkit import parity, paths
-from toolkit.artifacts import sha256_file
+from toolkit import parity
 from toolkit.backends import registry
 from toolkit.backends.onnxruntime_gpu import (
     cuda_provider_options,
@@ -28,16 +27,19 @@ from toolkit.backends.onnxruntime_gpu import (
     tensorrt_cache_dir,
     tensorrt_provider_options,
 )
-from toolkit.engine_sidecar import (
+from toolkit.backends.tensorrt_env import missing_for_tensorrt
+from toolkit.env import cuda_available
+from toolkit.errors import InputError, ModelFileError
+from toolkit.export.tensorrt import EngineOptions
+from toolkit.files import paths
+from toolkit.files.engine_sidecar import (
     EngineEnvironment,
     build_record,
     load_verified_engine,
     rebuild_command,
     verify_engine_file,
 )
-from toolkit.errors import InputError, ModelFileError
-from toolkit.export.tensorrt import EngineOptions
-from toolkit.trt_env import missing_for_tensorrt
+from toolkit.files.store import sha256_file
 
 TRT_API_CHECK = ROOT.parent / "shared" / "tools" / "trt-api-check"
 HERE = EngineEnvironment("10.16.1.11", "NVIDIA H200", "9.0")
@@ -275,8 +277,8 @@ def test_info_json_matches_the_registry():
     assert [b["name"] for b in data["backends"]] == registry.backend_names()
     assert [b["available"] for b in data["backends"]] == [s.available for s in registry.all_statuses()]
     assert data["runtimes"]["onnxruntime"] == metadata.version("onnxruntime")
-    assert bool(data["gpus"]) == registry.cuda_available()[0]
-    assert (data["gpu_reason"] == "") == registry.cuda_available()[0]
+    assert bool(data["gpus"]) == cuda_available()[0]
+    assert (data["gpu_reason"] == "") == cuda_available()[0]
 
 
 # --- the TensorRT API check -------------------------------------------------------------------------

@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import assert_one_line_error, run_cli
 
-from toolkit.checkpoint import load_state_dict
+from toolkit.files.checkpoint import load_state_dict
 from toolkit.train import TrainConfig, train
 
 

@@ -16,6 +16,7 @@ import click
 
 from toolkit import __version__
 from toolkit.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_UNAVAILABLE, ToolkitError
+from toolkit.files import paths
 from toolkit.train import TrainConfig
 
 DEBUG_ENV = "TOOLKIT_DEBUG"
@@ -72,7 +73,7 @@ _RECIPE = TrainConfig()  # the CLI's defaults are the library's defaults
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=int, default=None, help="CPU threads (default: all cores).")
 @click.option("--train-limit", type=int, default=None, help="Train on the first N images only (quick runs).")
-@click.option("--out", type=click.Path(dir_okay=False), default="artifacts/mnist_cnn.pt", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default=str(paths.DEFAULT_CHECKPOINT), show_default=True)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last completed epoch.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_data_dir_option
@@ -100,9 +101,9 @@ def bench_train(seed_steps, out, quiet, data_dir):
     import tempfile
     from pathlib import Path
 
-    from toolkit.artifacts import check_writable_dir
-    from toolkit.bench_train import benchmark_training
-    from toolkit.report import format_train_benchmark, write_json_artifact
+    from toolkit.bench.train import benchmark_training
+    from toolkit.files.store import check_writable_dir, write_json_artifact
+    from toolkit.report import format_train_benchmark
 
     check_writable_dir(Path(out).parent, create=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -138,7 +139,7 @@ def _batch_sizes(value: str) -> tuple[int, ...]:
 
 
 _checkpoint_option = click.option(
-    "--checkpoint", type=click.Path(dir_okay=False), default="artifacts/mnist_cnn.pt", show_default=True,
+    "--checkpoint", type=click.Path(dir_okay=False), default=str(paths.DEFAULT_CHECKPOINT), show_default=True,
     help="The trained PyTorch checkpoint (a state_dict).",
 )
 _artifacts_option = click.option(
@@ -162,7 +163,6 @@ _artifacts_option = click.option(
 @_data_dir_option
 def export(fmt, precision, checkpoint, out_dir, calibration_images, min_batch, opt_batch, max_batch, workspace_mb, strict_fp32, data_dir):
     """Export the checkpoint to ONNX (fp32, fp16, int8 Q/DQ) or build TensorRT engines."""
-    from toolkit import paths
 
     precisions = list(paths.ONNX_PRECISIONS if fmt == "onnx" else paths.PRECISIONS) if precision == "all" else [precision]
     if fmt == "onnx":
@@ -182,7 +182,7 @@ def export(fmt, precision, checkpoint, out_dir, calibration_images, min_batch, o
 
 @cli.command("eval")
 @click.option("--backend", "backends", default=None, help="Comma-separated backends (default: all).")
-@click.option("--precision", "precisions", default=None, help="Comma-separated precisions: fp32,fp16,int8 (default: all).")
+@click.option("--precision", "precisions", default=None, help="Comma-separated precisions: fp32,fp16,int8,int8-cpu (default: all).")
 @click.option("--batch-sizes", default="1,1024", show_default=True, help="Batch sizes each pair is checked at.")
 @click.option("--min-accuracy", type=float, default=99.0, show_default=True)
 @click.option("--max-logit-diff", type=float, default=None, help="Override every precision's max |Δlogit| tolerance.")
@@ -191,17 +191,23 @@ def export(fmt, precision, checkpoint, out_dir, calibration_images, min_batch, o
 @click.option("--threads", type=int, default=None, help="Threads per CPU backend (default: all cores).")
 @click.option("--limit", type=int, default=None, hidden=True, help="Only the first N test images (debugging).")
 @click.option("--report-dir", type=click.Path(file_okay=False), default="artifacts", show_default=True)
+@click.option("--save-outputs", type=click.Path(file_okay=False), default=None,
+              help="Also write each pair's logits with their provenance to DIR (.npz), to gate them elsewhere.")
+@click.option("--load-outputs", type=click.Path(file_okay=False), default=None,
+              help="Gate the logits saved in DIR by --save-outputs (e.g. on a GPU machine) instead of running backends.")
 @_checkpoint_option
 @_artifacts_option
 @_data_dir_option
-def eval_cmd(backends, precisions, batch_sizes, min_accuracy, max_logit_diff, min_agreement, do_export, threads, limit, report_dir, checkpoint, artifacts_dir, data_dir):
+def eval_cmd(backends, precisions, batch_sizes, min_accuracy, max_logit_diff, min_agreement, do_export, threads, limit, report_dir,
+             save_outputs, load_outputs, checkpoint, artifacts_dir, data_dir):
     """Accuracy parity: the full test set through every available (backend, precision) pair."""
-    from toolkit import paths
-    from toolkit.artifacts import check_writable_dir
+    from toolkit.files.store import check_writable_dir
     from toolkit.parity import override_tolerances, run_gate
     from toolkit.report import format_parity, write_parity_reports
 
     check_writable_dir(report_dir, create=True)
+    if save_outputs is not None:
+        check_writable_dir(save_outputs, create=True)
     backend_list = _split_list(backends, "backend")
     precision_list = _split_list(precisions, "precision")
     sizes = _batch_sizes(batch_sizes)
@@ -214,7 +220,7 @@ def eval_cmd(backends, precisions, batch_sizes, min_accuracy, max_logit_diff, mi
     report = run_gate(
         checkpoint=checkpoint, artifacts_dir=artifacts_dir, backends=backend_list, precisions=precision_list,
         batch_sizes=sizes, tolerances=override_tolerances(max_logit_diff, min_agreement), min_accuracy=min_accuracy,
-        data_dir=data_dir, threads=threads, limit=limit,
+        data_dir=data_dir, threads=threads, limit=limit, save_outputs=save_outputs, load_outputs=load_outputs,
     )
     json_path, md_path = write_parity_reports(report, report_dir)
     click.echo(format_parity(report))
@@ -234,8 +240,9 @@ def eval_cmd(backends, precisions, batch_sizes, min_accuracy, max_logit_diff, mi
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def info(as_json):
     """Runtime versions, the GPU if any, and which backends are usable here (and why not)."""
+    from toolkit.files.store import json_text
     from toolkit.info import collect_info
-    from toolkit.report import format_info, json_text
+    from toolkit.report import format_info
 
     result = collect_info()
     click.echo(json_text(result).rstrip() if as_json else format_info(result))
@@ -248,8 +255,8 @@ def info(as_json):
 def verify(directory):
     """Check every artifact in DIRECTORY's manifest (default: artifacts): missing, changed, or stale
     (derived from a parent that has changed since). Exit 1 when any is."""
+    from toolkit.files.verify import verify_directory
     from toolkit.report import format_verify
-    from toolkit.verify import verify_directory
 
     report = verify_directory(directory)
     click.echo(format_verify(report))
@@ -268,7 +275,7 @@ def verify(directory):
 
 @cli.command()
 @click.option("--backend", "backends", default=None, help="Comma-separated backends (default: every available one).")
-@click.option("--precision", "precisions", default=None, help="Comma-separated precisions: fp32,fp16,int8 (default: all).")
+@click.option("--precision", "precisions", default=None, help="Comma-separated precisions: fp32,fp16,int8,int8-cpu (default: all).")
 @click.option("--batch-sizes", default=None, help="Comma-separated batch sizes.  [default: 1,8,32,128,256; --quick: 1,32,256]")
 @click.option("--warmup", default=None, help="Warm-up per cell: calls (20) or seconds (0.2s).  [default: 0.2s; --quick: 0.05s]")
 @click.option("--iterations", type=int, default=None, help="At least this many timed calls per cell.  [default: 100; --quick: 20]")
@@ -287,9 +294,9 @@ def verify(directory):
 def bench(backends, precisions, batch_sizes, warmup, iterations, min_seconds, threads, quick, torch_compile, direct, baseline,
           threshold, out_dir, quiet, checkpoint, artifacts_dir, data_dir):
     """Latency and throughput of every available (backend, precision) pair over a batch-size sweep."""
-    from toolkit.artifacts import check_writable_dir
     from toolkit.bench import BenchConfig, Warmup, compare_to_baseline, load_report, run_bench, summarize
     from toolkit.errors import CheckFailed, InputError
+    from toolkit.files.store import check_writable_dir
     from toolkit.report import format_bench, write_bench_reports
 
     options = dict(

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.artifacts import atomic_write_bytes, check_writable_dir
 from toolkit.errors import DataError
+from toolkit.files.store import atomic_write_bytes, check_writable_dir
 
 DATA_DIR_ENV = "TOOLKIT_DATA_DIR"
 DEFAULT_DATA_DIR = "data"

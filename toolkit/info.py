@@ -11,8 +11,8 @@ import sys
 from dataclasses import dataclass, field
 from importlib import metadata
 
-from toolkit.backends.registry import BackendStatus, all_statuses, cuda_available
-from toolkit.trt_env import tensorrt_package_version
+from toolkit.backends.registry import BackendStatus, all_statuses
+from toolkit.env import cuda_available, tensorrt_package_version
 
 RUNTIME_DISTRIBUTIONS = ("torch", "torchvision", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "numpy")
 

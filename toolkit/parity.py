@@ -3,32 +3,36 @@
 Each pair is compared with one reference, PyTorch fp32 on the CPU, on the same 10,000 images at
 several batch sizes (1 and a large one by default: dynamic-shape bugs hide at the edges). A pair
 passes when its accuracy is at least `min_accuracy` and it keeps its precision's tolerance.
-Every pair gets a fresh backend instance, so results don't depend on what ran before.
+
+Run, then compare: `capture_pair` runs a pair and keeps its logits (a fresh backend instance per
+pair, so results don't depend on what ran before); `judge_pair` is a pure function from reference
+and candidate logits, labels and tolerance to a verdict (toolkit.compare). Captured logits can be
+saved with their provenance and judged on another machine (toolkit.files.outputs).
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from toolkit import paths
+from toolkit import env
 from toolkit.backends import registry
+from toolkit.compare import Tolerance, compare_logits, predictions_changed, tolerance_breaches
 from toolkit.errors import InputError, ToolkitError
+from toolkit.files import outputs as saved
+from toolkit.files import paths
+from toolkit.model import NUM_CLASSES
 from toolkit.stats import McNemarResult, mcnemar_exact
 
 DEFAULT_BATCH_SIZES = (1, 1024)
-DEFAULT_CHECKPOINT = paths.checkpoint_path()
 MIN_ACCURACY = 99.0
 
 
-@dataclass(frozen=True)
-class ParityTolerance:
-    min_agreement: float  # fraction of top-1 predictions equal to the reference's
-    max_abs_logit: float | None  # max |logit - reference logit|; None: not checked
-    max_accuracy_drop_pp: float | None  # reference accuracy - pair accuracy; None: not checked
+ParityTolerance = Tolerance  # the gate's name for the one tolerance type
 
 
 DEFAULT_TOLERANCES = {
@@ -113,7 +117,7 @@ def reference_logits(checkpoint: str | Path, images: np.ndarray) -> np.ndarray:
     """PyTorch fp32 CPU logits, the one reference every pair is compared with."""
     import torch
 
-    from toolkit.checkpoint import load_model
+    from toolkit.files.checkpoint import load_model
 
     model = load_model(checkpoint)
     with torch.inference_mode():
@@ -124,135 +128,158 @@ def run_batched(backend, images: np.ndarray, batch_size: int) -> np.ndarray:
     return np.concatenate([backend.run_trusted(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
 
 
-def evaluate_backend(
-    backend_name: str,
-    precision: str,
-    images: np.ndarray,
-    labels: np.ndarray,
-    ref_logits: np.ndarray,
-    batch_sizes=DEFAULT_BATCH_SIZES,
-    tolerance: ParityTolerance | None = None,
-    min_accuracy: float = MIN_ACCURACY,
-    artifacts_dir: str | Path = paths.ARTIFACTS_DIR,
-    model_path: str | Path | None = None,
-    threads: int | None = None,
-    max_flips: int = 200,
-) -> PairResult:
-    """One pair through the whole test set; never raises for the pair's own failures."""
-    tol = tolerance or DEFAULT_TOLERANCES[tolerance_key(precision, registry.get_spec(backend_name).device)]
-    result = PairResult(backend_name, precision, "error", tolerance=tol)
-    status = registry.status(backend_name)
-    result.device = status.device
-    if not status.available:
-        result.status, result.reason = "skipped", status.reason
-        return result
-    t0 = time.perf_counter()
-    ref_pred = ref_logits.argmax(1)
-    ref_correct = ref_pred == labels
-    ref_acc = 100.0 * float(ref_correct.mean())
-    try:
-        backend = registry.create_backend(backend_name, precision, model_path or registry.model_path_for(backend_name, precision, artifacts_dir), threads=threads)
-        result.model_path = str(backend.model_path)
-        with backend:
-            info = backend.describe()
-            result.runtime = info.runtime
-            outputs = {}
-            for bs in batch_sizes:
-                tb = time.perf_counter()
-                logits = run_batched(backend, images, bs)
-                seconds = time.perf_counter() - tb
-                if logits.shape != ref_logits.shape:
-                    raise ToolkitError(f"output shape {logits.shape} at batch {bs}, expected {ref_logits.shape}")
-                outputs[bs] = (logits, seconds)
-    except ToolkitError as exc:
-        result.reason = str(exc)
-        result.seconds = time.perf_counter() - t0
-        return result
-    except Exception as exc:  # noqa: BLE001 - a runtime failure fails this pair, not the whole run
-        result.reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
-        result.seconds = time.perf_counter() - t0
-        return result
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, ToolkitError):
+        return str(exc)
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
 
-    worst_pred = None
-    for bs, (logits, seconds) in outputs.items():
-        pred = logits.argmax(1)
-        diff = np.abs(logits.astype(np.float64) - ref_logits)
-        finite = bool(np.isfinite(diff).all())
-        bp = BatchParity(
-            batch_size=bs,
-            accuracy=100.0 * float((pred == labels).mean()),
-            agreement=float((pred == ref_pred).mean()),
-            max_abs_logit=float(diff.max()) if finite else float("inf"),
-            mean_abs_logit=float(diff.mean()) if finite else float("inf"),
-            seconds=seconds,
-        )
-        result.batches.append(bp)
-        for i in np.flatnonzero(pred != ref_pred)[: max_flips - len(result.flips)]:
+
+@dataclass
+class CapturedPair:
+    """One pair's logits over the test images at every batch size, or why there are none."""
+
+    backend: str
+    precision: str
+    status: str  # "ok" | "error" | "skipped"
+    reason: str = ""
+    device: str = ""
+    model_path: str = ""
+    runtime: str = ""
+    logits: dict[int, np.ndarray] = field(default_factory=dict)  # batch size -> (N, 10) float32
+    seconds: dict[int, float] = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+
+
+def capture_pair(planned: registry.PlannedPair, images: np.ndarray, batch_sizes=DEFAULT_BATCH_SIZES,
+                 threads: int | None = None) -> CapturedPair:
+    """Run one pair over `images` at each batch size; never raises for the pair's own failures."""
+    out = CapturedPair(planned.backend, planned.precision, "error", device=registry.get_spec(planned.backend).device,
+                       model_path=str(planned.model_path))
+    if not planned.available:
+        out.status, out.reason = "skipped", planned.reason
+        return out
+    try:
+        backend = registry.create_backend(planned.backend, planned.precision, planned.model_path, threads=threads)
+        with backend:
+            out.runtime = backend.describe().runtime
+            for bs in batch_sizes:
+                t0 = time.perf_counter()
+                logits = run_batched(backend, images, bs)
+                out.seconds[bs] = time.perf_counter() - t0
+                if logits.shape != (len(images), NUM_CLASSES):
+                    raise ToolkitError(f"output shape {logits.shape} at batch {bs}, expected {(len(images), NUM_CLASSES)}")
+                out.logits[bs] = logits
+    except Exception as exc:  # noqa: BLE001 - a runtime failure fails this pair, not the whole run
+        out.reason = _one_line(exc)
+        out.logits = {}
+        return out
+    out.status = "ok"
+    return out
+
+
+def judge_pair(captured: CapturedPair, ref_logits: np.ndarray, labels: np.ndarray, tolerance: Tolerance,
+               min_accuracy: float = MIN_ACCURACY, max_flips: int = 200) -> PairResult:
+    """The verdict on captured logits: a pure function of arrays and limits (no runtime runs here)."""
+    result = PairResult(captured.backend, captured.precision, captured.status if captured.status != "ok" else "error",
+                        reason=captured.reason, device=captured.device, model_path=captured.model_path,
+                        runtime=captured.runtime, tolerance=tolerance, seconds=sum(captured.seconds.values()))
+    if captured.status != "ok":
+        return result
+    worst = None
+    for bs, logits in captured.logits.items():
+        cmp = compare_logits(ref_logits, logits, labels)
+        result.batches.append(BatchParity(bs, cmp.accuracy, cmp.agreement, cmp.max_abs_logit, cmp.mean_abs_logit,
+                                          captured.seconds.get(bs, 0.0)))
+        pred, ref_pred = logits.argmax(1), ref_logits.argmax(1)
+        for i in cmp.flipped[: max(0, max_flips - len(result.flips))]:
             result.flips.append(Flip(int(i), int(labels[i]), int(ref_pred[i]), int(pred[i]), bs))
-        if result.accuracy is None or bp.accuracy < result.accuracy:
-            result.accuracy, worst_pred = bp.accuracy, pred
+        if worst is None or cmp.accuracy < worst[0].accuracy:
+            worst = (cmp, pred)
+    cmp, worst_pred = worst
+    result.accuracy, result.delta_pp = cmp.accuracy, cmp.delta_pp
+    # The worst batch size on each measure, so no batch size hides behind another.
     result.agreement = min(b.agreement for b in result.batches)
     result.max_abs_logit = max(b.max_abs_logit for b in result.batches)
     result.mean_abs_logit = max(b.mean_abs_logit for b in result.batches)
-    result.delta_pp = result.accuracy - ref_acc
-    result.mcnemar = mcnemar_exact(ref_correct, worst_pred == labels)
-    result.seconds = time.perf_counter() - t0
-
-    broken = []
-    if result.accuracy < min_accuracy:
-        broken.append(f"accuracy {result.accuracy:.2f}% < {min_accuracy:.2f}%")
-    if result.agreement < tol.min_agreement:
-        broken.append(f"agreement {100 * result.agreement:.2f}% < {100 * tol.min_agreement:.2f}%")
-    if tol.max_abs_logit is not None and not result.max_abs_logit <= tol.max_abs_logit:
-        broken.append(f"max |dlogit| {result.max_abs_logit:.3g} > {tol.max_abs_logit:g}")
-    if tol.max_accuracy_drop_pp is not None and -result.delta_pp > tol.max_accuracy_drop_pp:
-        broken.append(f"accuracy drop {-result.delta_pp:.2f} pp > {tol.max_accuracy_drop_pp:g} pp")
-    preds = [o[0].argmax(1) for o in outputs.values()]
-    if any(not np.array_equal(preds[0], p) for p in preds[1:]):
-        changed = int(sum((preds[0] != p).sum() for p in preds[1:]))
+    result.mcnemar = mcnemar_exact(ref_logits.argmax(1) == labels, worst_pred == labels)
+    worst_measures = replace(cmp, agreement=result.agreement, max_abs_logit=result.max_abs_logit)
+    broken = tolerance_breaches(worst_measures, tolerance, min_accuracy)
+    if changed := predictions_changed(list(captured.logits.values())):
         broken.append(f"predictions change with batch size ({changed} images differ)")
     result.status = "fail" if broken else "pass"
     result.reason = "; ".join(broken)
     return result
 
 
-def select_pairs(backends: list[str] | None = None, precisions: list[str] | None = None) -> list[tuple[str, str]]:
-    names = backends or registry.backend_names()
-    for n in names:
-        registry.get_spec(n)
-    for p in precisions or []:
-        registry.check_precision(p)
+def evaluate_backend(planned: registry.PlannedPair, images: np.ndarray, labels: np.ndarray, ref_logits: np.ndarray,
+                     batch_sizes=DEFAULT_BATCH_SIZES, tolerance: Tolerance | None = None,
+                     min_accuracy: float = MIN_ACCURACY, threads: int | None = None) -> PairResult:
+    """Capture one pair and judge it."""
+    tol = tolerance or DEFAULT_TOLERANCES[tolerance_key(planned.precision, registry.get_spec(planned.backend).device)]
+    return judge_pair(capture_pair(planned, images, batch_sizes, threads), ref_logits, labels, tol, min_accuracy)
+
+
+def _provenance(captured: CapturedPair, checkpoint_sha256: str, images: int, limit: int | None) -> dict:
+    from toolkit.files.store import sha256_file
+
+    return {
+        "backend": captured.backend, "precision": captured.precision, "device": captured.device,
+        "runtime": captured.runtime, "model_path": captured.model_path,
+        "model_sha256": sha256_file(captured.model_path) if Path(captured.model_path).is_file() else None,
+        "checkpoint_sha256": checkpoint_sha256, "images": images, "limit": limit,
+        "test_set": "MNIST t10k, in file order", "seconds": {str(k): v for k, v in captured.seconds.items()},
+        "versions": env.library_versions(), "cpu": env.cpu_model(), "gpu": env.gpu_description(),
+        "captured_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "command": env.command_line(),
+    }
+
+
+def _loaded_pairs(directory: str | Path, checkpoint: str | Path, images: int, limit: int | None,
+                  backends: list[str] | None, precisions: list[str] | None) -> list[CapturedPair]:
+    """Saved outputs turned back into captured pairs, refusing any that were not captured from
+    this checkpoint on these test images."""
     pairs = []
-    for name in names:
-        spec = registry.get_spec(name)
-        for precision in spec.precisions:
-            if precisions and precision not in precisions:
-                continue
-            pairs.append((name, precision))
+    for path in saved.list_output_files(directory):
+        loaded = saved.load_outputs(path)
+        if (backends and loaded.backend not in backends) or (precisions and loaded.precision not in precisions):
+            continue
+        saved.check_checkpoint(loaded, checkpoint, path)
+        prov = loaded.provenance
+        got = next(iter(loaded.logits.values())).shape[0]
+        if got != images or prov.get("limit") != limit:
+            raise InputError(f"saved outputs {path} hold {got} images (limit {prov.get('limit')}), this gate runs {images} (limit {limit})",
+                             "pass the same --limit as when they were captured")
+        pairs.append(CapturedPair(loaded.backend, loaded.precision, "ok", device=str(prov.get("device", "")),
+                                  model_path=str(prov.get("model_path", "")),
+                                  runtime=f"{prov.get('runtime', '')} (saved outputs, {path.name})",
+                                  logits=dict(sorted(loaded.logits.items())),
+                                  seconds={int(k): float(v) for k, v in (prov.get("seconds") or {}).items()},
+                                  provenance=prov))
     if not pairs:
-        raise InputError(
-            f"no (backend, precision) pair matches backends {backends or 'all'} and precisions {precisions or 'all'}",
-            "see `toolkit info` for which backend runs which precision",
-        )
+        raise InputError(f"no saved outputs in {directory} match backends {backends or 'all'} and precisions {precisions or 'all'}",
+                         "drop --backend/--precision or pass another directory")
     return pairs
 
 
 def run_gate(
-    checkpoint: str | Path = DEFAULT_CHECKPOINT,
+    checkpoint: str | Path = paths.DEFAULT_CHECKPOINT,
     artifacts_dir: str | Path = paths.ARTIFACTS_DIR,
     backends: list[str] | None = None,
     precisions: list[str] | None = None,
     batch_sizes=DEFAULT_BATCH_SIZES,
-    tolerances: dict[str, ParityTolerance] | None = None,
+    tolerances: dict[str, Tolerance] | None = None,
     min_accuracy: float = MIN_ACCURACY,
     data_dir=None,
     threads: int | None = None,
     limit: int | None = None,
+    save_outputs: str | Path | None = None,
+    load_outputs: str | Path | None = None,
 ) -> ParityReport:
-    """Evaluate every requested pair against the PyTorch fp32 reference; see module docstring."""
-    from toolkit.artifacts import sha256_file
-    from toolkit.checkpoint import load_state_dict
+    """Evaluate every requested pair against the PyTorch fp32 reference; see module docstring.
+    `save_outputs`: also write each captured pair's logits there; `load_outputs`: judge the pairs
+    saved there instead of running any backend."""
     from toolkit.data import load_split_uint8, to_model_input
+    from toolkit.files.checkpoint import load_state_dict
+    from toolkit.files.store import sha256_file
 
     if not batch_sizes or any(int(b) <= 0 for b in batch_sizes):
         raise InputError(f"batch sizes must be positive integers, got {list(batch_sizes)}", "pass e.g. --batch-sizes 1,1024")
@@ -262,37 +289,37 @@ def run_gate(
         raise InputError(f"--min-accuracy is a percentage in [0, 100], got {min_accuracy}", "pass e.g. --min-accuracy 99.0")
     if limit is not None and limit <= 0:
         raise InputError(f"--limit must be positive, got {limit}", "omit it to use all 10,000 test images")
-    if explicit := [n for n in (backends or []) if not registry.status(n).available]:
-        st = registry.status(explicit[0])
-        from toolkit.errors import UnavailableError
-
-        raise UnavailableError(f"backend {explicit[0]} was requested but is unavailable: {st.reason}")
-    pairs = select_pairs(backends, precisions)
+    if save_outputs is not None and load_outputs is not None:
+        raise InputError("--save-outputs and --load-outputs exclude each other", "save on one machine, load on another")
+    batch_sizes = tuple(int(b) for b in batch_sizes)
     load_state_dict(checkpoint)  # a bad checkpoint is bad input, not a failed pair
+    planned = [] if load_outputs is not None else registry.plan_pairs(backends, precisions, checkpoint, artifacts_dir)
     images_u8, labels_u8 = load_split_uint8("test", data_dir)
     if limit:
         images_u8, labels_u8 = images_u8[:limit], labels_u8[:limit]
     images = to_model_input(images_u8)
     labels = labels_u8.astype(np.int64)
+    checkpoint_sha256 = sha256_file(checkpoint)
+    captured = (_loaded_pairs(load_outputs, checkpoint, len(images), limit, backends, precisions) if load_outputs is not None
+                else [capture_pair(p, images, batch_sizes, threads) for p in planned])
+    if save_outputs is not None:
+        for c in captured:
+            if c.status == "ok":
+                saved.save_outputs(save_outputs, saved.SavedOutputs(c.backend, c.precision, c.logits,
+                                                                    _provenance(c, checkpoint_sha256, len(images), limit)),
+                                   parents=[Path(checkpoint)])
     ref = reference_logits(checkpoint, images)
     tolerances = {**DEFAULT_TOLERANCES, **(tolerances or {})}
-    results = []
-    for name, precision in pairs:
-        model_path = Path(checkpoint) if registry.get_spec(name).reads == "checkpoint" else None
-        tol = tolerances[tolerance_key(precision, registry.get_spec(name).device)]
-        results.append(
-            evaluate_backend(name, precision, images, labels, ref, tuple(int(b) for b in batch_sizes), tol,
-                             min_accuracy, artifacts_dir, model_path, threads)
-        )
+    results = [judge_pair(c, ref, labels, tolerances[tolerance_key(c.precision, c.device)], min_accuracy) for c in captured]
     return ParityReport(
         reference="pytorch fp32 (cpu)",
         reference_accuracy=100.0 * float((ref.argmax(1) == labels).mean()),
         images=len(images),
-        batch_sizes=tuple(int(b) for b in batch_sizes),
+        batch_sizes=tuple(sorted({bs for c in captured for bs in c.logits})) if load_outputs is not None else batch_sizes,
         min_accuracy=min_accuracy,
         pairs=results,
         checkpoint=str(checkpoint),
-        checkpoint_sha256=sha256_file(checkpoint),
+        checkpoint_sha256=checkpoint_sha256,
     )
 
 

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from toolkit.errors import InputError, UnavailableError
+from toolkit.files import paths
 
 RESUME_SUFFIX = ".resume.pt"
 ONE_CYCLE_MIN_STEPS = 8
@@ -28,7 +29,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     data_dir: str | None = None
-    out: str = str(Path("artifacts") / "mnist_cnn.pt")
+    out: str = str(paths.DEFAULT_CHECKPOINT)
     train_limit: int | None = None  # use only the first N training images (tests, quick runs)
     threads: int | None = None
     resume: bool = False
@@ -168,7 +169,7 @@ def _load_resume_state(path: Path, cfg: TrainConfig) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure to read means the state is unusable
-        from toolkit.checkpoint import _unpickler_detail
+        from toolkit.files.checkpoint import _unpickler_detail
 
         raise CheckpointError(f"resume state {path} is unreadable ({_unpickler_detail(exc)})", "delete it and train without --resume") from None
     if not isinstance(state, dict) or state.get("recipe") != cfg.recipe() or state.get("seed") != cfg.seed:
@@ -185,18 +186,18 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     import torch.nn.functional as F
     from tqdm import tqdm
 
-    from toolkit import report
-    from toolkit.artifacts import (
+    from toolkit.data import load_split
+    from toolkit.env import library_versions
+    from toolkit.files.checkpoint import save_bytes
+    from toolkit.files.store import (
         atomic_write_bytes,
         check_writable_dir,
         clean_stale_temp_files,
         directory_lock,
-        library_versions,
         sha256_file,
         write_artifact,
+        write_json_artifact,
     )
-    from toolkit.checkpoint import save_bytes
-    from toolkit.data import load_split
     from toolkit.model import CNN
 
     cfg.validate()
@@ -319,7 +320,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         resumed_from_epoch=start_epoch,
         time_to_99_seconds=time_to_99,
     )
-    report.write_json_artifact(record_path(out), result.to_dict(), kind="train-record", parents=[out])
+    write_json_artifact(record_path(out), result.to_dict(), kind="train-record", parents=[out])
     resume_path.unlink(missing_ok=True)
     return result
 

@@ -13,12 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.errors import InputError
-
-INPUT_NAME = "input"
-OUTPUT_NAME = "logits"
-IMAGE_SHAPE = (1, 28, 28)
-NUM_CLASSES = 10
+from toolkit.model import NUM_CLASSES, validate_batch  # noqa: F401 - validate_batch: the contract every backend enforces
 
 
 @dataclass(frozen=True)
@@ -30,45 +25,6 @@ class BackendInfo:
     runtime: str  # e.g. "onnxruntime 1.32.0"
     threads: int | None = None
     details: dict = field(default_factory=dict)
-
-
-_FLOAT32_ONE_BITS = 0x3F800000  # the bit pattern of float32 1.0
-# dtype objects made once: converting np.float32/np.uint32 to a dtype on every call is measurable.
-_FLOAT32 = np.dtype(np.float32)
-_UINT32 = np.dtype(np.uint32)
-
-
-def validate_batch(batch) -> np.ndarray:
-    """Check a batch against the contract (N,1,28,28), float, finite, in [0,1]; return it as
-    C-contiguous float32. Other float dtypes, non-contiguous and read-only arrays are copied; integer
-    dtypes are refused (unscaled 0..255 pixels are the usual mistake)."""
-    if not isinstance(batch, np.ndarray):
-        raise InputError(f"batch must be a numpy array, got {type(batch).__name__}", "pass np.ndarray of shape (N,1,28,28)")
-    if batch.ndim != 4 or batch.shape[1:] != IMAGE_SHAPE:
-        raise InputError(f"batch has shape {batch.shape}, expected (N, 1, 28, 28)", "reshape to (N,1,28,28); a single image is x[None, None]")
-    if batch.dtype.kind != "f":  # same test as np.issubdtype(dtype, np.floating), 10x cheaper per call
-        raise InputError(
-            f"batch has dtype {batch.dtype}, expected float32 in [0,1]",
-            "convert with x.astype(np.float32) / 255 for uint8 pixels",
-        )
-    if batch.dtype != _FLOAT32 or not batch.flags.c_contiguous:
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-    elif not batch.flags.writeable:
-        # Read-only arrays (memory-mapped, np.frombuffer): runtimes that share memory want writable ones.
-        batch = batch.copy()
-    # One pass over the bits decides the common case (the check is a measurable part of a batch-1
-    # call): float32 bit patterns of +0.0..1.0 are exactly the uint32 range 0..0x3F800000, and every
-    # negative value, -0.0, NaN and Inf lies above it. argmax has a quarter of a ufunc reduction's
-    # fixed cost. Only when the largest pattern is out of range does the precise float check run.
-    bits = batch.view(_UINT32).ravel()
-    if bits.size and bits.item(bits.argmax()) > _FLOAT32_ONE_BITS:
-        # NaN fails both comparisons, so two reductions check range and finiteness together.
-        lo, hi = batch.min(), batch.max()
-        if not (lo >= 0.0 and hi <= 1.0):
-            if not np.isfinite(batch).all():
-                raise InputError("batch contains NaN or Inf", "clean the input; pixels must be finite values in [0,1]")
-            raise InputError(f"batch values span [{lo:g}, {hi:g}], expected [0, 1]", "scale pixels to [0,1] (uint8 / 255)")
-    return batch
 
 
 class Backend(abc.ABC):

@@ -12,9 +12,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from toolkit.backends.base import IMAGE_SHAPE, INPUT_NAME
 from toolkit.backends.onnxruntime import OrtCpuBackend
 from toolkit.errors import UnavailableError
+from toolkit.files.engine_sidecar import EngineOptions
+from toolkit.model import IMAGE_SHAPE, INPUT_NAME
 
 CACHE_DIR_NAME = "ort-tensorrt-cache"
 
@@ -100,8 +101,6 @@ class OrtTensorrtBackend(OrtCudaBackend):
     provider = "TensorrtExecutionProvider"
 
     def _engine_options(self):
-        from toolkit.export.tensorrt import EngineOptions
-
         keys = ("min_batch", "opt_batch", "max_batch", "workspace_mb")
         return EngineOptions(**{k: self.options[k] for k in keys if k in self.options})
 
@@ -109,8 +108,8 @@ class OrtTensorrtBackend(OrtCudaBackend):
         import onnxruntime as ort
         import torch
 
-        from toolkit.artifacts import sha256_file
-        from toolkit.trt_env import tensorrt_package_version
+        from toolkit.env import tensorrt_package_version
+        from toolkit.files.store import sha256_file
 
         major, minor = torch.cuda.get_device_capability()
         return tensorrt_cache_dir(self.model_path.parent, sha256_file(self.model_path), ort.__version__, tensorrt_package_version() or "unknown", f"{major}.{minor}")

@@ -3,36 +3,52 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 
 from toolkit.backends.base import Backend
+
+DEFAULT_HINT = "LATENCY"
+
+
+def compile_config(threads: int | None, hint: str = DEFAULT_HINT) -> dict:
+    """The CPU plugin settings every toolkit model uses (the backend and the benchmark's direct row)."""
+    return {
+        "INFERENCE_NUM_THREADS": int(threads or os.cpu_count() or 1),
+        "PERFORMANCE_HINT": hint,
+        # f32 math on every CPU: without it, CPUs with bf16 units may silently compute in bf16.
+        "INFERENCE_PRECISION_HINT": "f32",
+    }
+
+
+def compile_model(model_path: str | Path, config: dict):
+    """A CompiledModel on a checked model file (unsafe or foreign files refused first)."""
+    import openvino as ov
+
+    from toolkit.errors import ModelFileError
+    from toolkit.files.onnx_file import load_checked
+
+    load_checked(model_path)
+    core = ov.Core()
+    try:
+        return core.compile_model(core.read_model(str(model_path)), "CPU", config)
+    except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses
+        raise ModelFileError(f"OpenVINO cannot load {model_path} ({str(exc).splitlines()[0][:160]})", "re-export it with `toolkit export --format onnx`") from None
 
 
 class OpenVinoBackend(Backend):
     name = "openvino"
     device = "cpu"
 
+    def config(self) -> dict:
+        return compile_config(self.threads, self.options.get("hint", DEFAULT_HINT))
+
     def _load(self) -> None:
         import openvino as ov
 
-        from toolkit.errors import ModelFileError
-        from toolkit.onnx_file import load_checked
-
-        load_checked(self.model_path)
-        core = ov.Core()
-        config = {
-            "INFERENCE_NUM_THREADS": int(self.threads or os.cpu_count() or 1),
-            "PERFORMANCE_HINT": self.options.get("hint", "LATENCY"),
-            # f32 math on every CPU: without it, CPUs with bf16 units may silently compute in bf16.
-            "INFERENCE_PRECISION_HINT": "f32",
-        }
-        try:
-            self.compiled = core.compile_model(core.read_model(str(self.model_path)), "CPU", config)
-        except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses
-            raise ModelFileError(f"OpenVINO cannot load {self.model_path} ({str(exc).splitlines()[0][:160]})", "re-export it with `toolkit export --format onnx`") from None
+        self.compiled = compile_model(self.model_path, self.config())
         self.request = self.compiled.create_infer_request()
-        self._version = ov.get_version()
         self._ov = ov
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
@@ -49,7 +65,8 @@ class OpenVinoBackend(Backend):
         return f"openvino {ov.get_version()}"
 
     def details(self) -> dict:
-        return {"threads": int(self.threads or os.cpu_count() or 1), "hint": self.options.get("hint", "LATENCY"), "inference_precision": "f32"}
+        config = self.config()
+        return {"threads": config["INFERENCE_NUM_THREADS"], "hint": config["PERFORMANCE_HINT"], "inference_precision": "f32"}
 
     def close(self) -> None:
         self.request = None

@@ -14,7 +14,7 @@ class TorchBackend(Backend):
     def _load(self) -> None:
         import torch
 
-        from toolkit.checkpoint import load_model
+        from toolkit.files.checkpoint import load_model
 
         if self.threads:
             torch.set_num_threads(self.threads)

@@ -12,8 +12,9 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolkit import paths
-from toolkit.errors import InputError, UnavailableError
+from toolkit.env import cuda_available
+from toolkit.errors import InputError, ModelFileError, UnavailableError
+from toolkit.files import paths
 
 
 @dataclass(frozen=True)
@@ -60,20 +61,6 @@ def get_spec(name: str) -> BackendSpec:
         return BY_NAME[name]
     except KeyError:
         raise InputError(f"unknown backend {name!r}", f"choose from {', '.join(backend_names())}") from None
-
-
-@functools.lru_cache(maxsize=1)
-def cuda_available() -> tuple[bool, str]:
-    """(usable, reason) for CUDA through torch, which every GPU backend relies on for buffers/context."""
-    if importlib.util.find_spec("torch") is None:
-        return False, "torch is not installed"
-    import torch
-
-    if not torch.cuda.is_available():
-        if torch.version.cuda is None:
-            return False, "this torch is a CPU-only build"
-        return False, "no CUDA GPU is visible"
-    return True, ""
 
 
 @functools.lru_cache(maxsize=1)
@@ -129,3 +116,60 @@ def create_backend(name: str, precision: str, model_path: str | Path | None = No
     module = importlib.import_module(f"toolkit.backends.{spec.module}")
     cls = getattr(module, spec.class_name)
     return cls(model_path or model_path_for(name, precision), precision, threads=threads, **options)
+
+
+# --- pair planning: the gate and the benchmark ask the same question -------------------------------
+
+@dataclass(frozen=True)
+class PlannedPair:
+    backend: str
+    precision: str
+    model_path: Path
+    available: bool
+    reason: str  # why unavailable; "" when available
+
+
+def select_pairs(backends: list[str] | None = None, precisions: list[str] | None = None) -> list[tuple[str, str]]:
+    """Every (backend, precision) pair the names select; unknown names are bad input."""
+    names = backends or backend_names()
+    for n in names:
+        get_spec(n)
+    for p in precisions or []:
+        check_precision(p)
+    pairs = [(name, precision) for name in names for precision in get_spec(name).precisions
+             if not precisions or precision in precisions]
+    if not pairs:
+        raise InputError(
+            f"no (backend, precision) pair matches backends {backends or 'all'} and precisions {precisions or 'all'}",
+            "see `toolkit info` for which backend runs which precision",
+        )
+    return pairs
+
+
+def _how_to_make(reads: str, precision: str) -> str:
+    if reads == "checkpoint":
+        return "train it with `toolkit train` or pass --checkpoint"
+    if reads == "engine":
+        return f"build it with `toolkit export --format tensorrt --precision {precision}`"
+    return f"export it with `toolkit export --format onnx --precision {precision}` or pass --artifacts"
+
+
+def plan_pairs(backends: list[str] | None, precisions: list[str] | None, checkpoint: str | Path,
+               artifacts_dir: str | Path = paths.ARTIFACTS_DIR) -> list[PlannedPair]:
+    """Every requested pair with the file it reads, checked before any work: unknown names and a
+    missing model file of a usable pair are bad input; a backend requested by name that can't run
+    here is an UnavailableError; other unavailable backends are planned as skipped, with the reason."""
+    for name in backends or []:
+        get_spec(name)
+        st = status(name)
+        if not st.available:
+            raise UnavailableError(f"backend {name} was requested but is unavailable: {st.reason}")
+    planned = []
+    for name, precision in select_pairs(backends, precisions):
+        spec = get_spec(name)
+        st = status(name)
+        path = Path(checkpoint) if spec.reads == "checkpoint" else model_path_for(name, precision, artifacts_dir)
+        if st.available and not path.is_file():
+            raise ModelFileError(f"model file {path} for {name}/{precision} is missing", _how_to_make(spec.reads, precision))
+        planned.append(PlannedPair(name, precision, path, st.available, st.reason))
+    return planned

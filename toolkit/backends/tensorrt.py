@@ -1,7 +1,7 @@
 """TensorRT engines, run through the tensor I/O API with torch CUDA tensors as device buffers.
 
 PyTorch initialises CUDA and TensorRT shares its primary context, so no other CUDA binding is
-needed. An engine is loaded only after its sidecar check passes (toolkit.engine_sidecar), and
+needed. An engine is loaded only after its sidecar check passes (toolkit.files.engine_sidecar), and
 never with host code allowed. One execution context, one non-default stream; optionally one
 CUDA graph, captured for the batch size in use. Written against the documented API and checked
 with trt-api-check; see the README for what has run on a GPU.
@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from toolkit.backends.base import IMAGE_SHAPE, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME, Backend
-from toolkit.engine_sidecar import load_verified_engine, rebuild_command
+from toolkit.backends.base import Backend
 from toolkit.errors import InputError, ModelFileError, ToolkitError
+from toolkit.files import paths
+from toolkit.files.engine_sidecar import load_verified_engine, rebuild_command
+from toolkit.model import IMAGE_SHAPE, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -79,7 +81,7 @@ class TensorrtBackend(Backend):
 
     # -- life cycle -----------------------------------------------------------------------------
     def _load(self) -> None:
-        from toolkit.trt_env import require_tensorrt, trt_logger
+        from toolkit.backends.tensorrt_env import require_tensorrt, trt_logger
 
         environment = require_tensorrt("the tensorrt backend")
         import torch
@@ -91,7 +93,7 @@ class TensorrtBackend(Backend):
             self._logger.take_errors()
             import tensorrt as trt
 
-            from toolkit.trt_env import create_with_logger
+            from toolkit.backends.tensorrt_env import create_with_logger
 
             self._runtime: trt.Runtime = create_with_logger(trt.Runtime, self._logger, "runtime")
             # Version-compatible plans embed host code; an engine must never bring its own code.
@@ -239,16 +241,16 @@ class TensorrtBackend(Backend):
         return bool(self._record and self._record.get("strict_fp32"))
 
     def _rebuild(self) -> str:
-        profile = self._profile if getattr(self, "_profile", None) else (1, 64, 1024)
+        profile = self._profile if getattr(self, "_profile", None) else paths.DEFAULT_ENGINE_PROFILE
         return rebuild_command(self.precision, self.model_path.parent, self._strict(), profile)
 
     def _last_error(self, fallback: str) -> str:
-        from toolkit.trt_env import last_error
+        from toolkit.backends.tensorrt_env import last_error
 
         return last_error(self._logger, fallback)
 
     def runtime_version(self) -> str:
-        from toolkit.trt_env import tensorrt_package_version
+        from toolkit.env import tensorrt_package_version
 
         return f"tensorrt {tensorrt_package_version() or 'unknown'}"
 

@@ -14,18 +14,16 @@ from pathlib import Path
 import numpy as np
 
 import toolkit
-from toolkit import paths
+from toolkit.compare import Tolerance, compare_logits, tolerance_breaches
 from toolkit.errors import CheckFailed, InputError
+from toolkit.files import paths
+from toolkit.model import IMAGE_SHAPE, INPUT_NAME, OUTPUT_NAME
 
 OPSET = 18
 CHECK_IMAGES = 256  # the first N test images: fixed, real data for the post-export check
 
 
-@dataclass(frozen=True)
-class ExportTolerance:
-    max_abs_logit: float  # max |logit - PyTorch fp32 logit| over the check batch
-    min_agreement: float  # fraction of top-1 predictions equal to PyTorch fp32's
-
+ExportTolerance = Tolerance  # max |logit - PyTorch fp32 logit| and top-1 agreement over the check batch
 
 # Measured on the committed checkpoint (logits reach |x| ~ 35): fp32 ~1e-5, fp16 ~4e-3, int8 ~0.5.
 EXPORT_TOLERANCES = {
@@ -83,12 +81,12 @@ def export_bytes(model, precision: str) -> bytes:
     if precision not in ("fp32", "fp16"):
         raise InputError(f"export_bytes handles fp32 and fp16, not {precision!r}")
     module = _Float16Model.wrap(model) if precision == "fp16" else model
-    example = torch.rand(2, 1, 28, 28)
+    example = torch.rand(2, *IMAGE_SHAPE)
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
     with warnings.catch_warnings(), torch.inference_mode(False):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            module, (example,), None, input_names=["input"], output_names=["logits"],
+            module, (example,), None, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
             dynamic_shapes={"x": {0: batch}}, opset_version=OPSET, dynamo=True, external_data=False,
             verbose=False, optimize=True,
         )
@@ -136,14 +134,12 @@ def check_against_pytorch(model_bytes: bytes, reference_model, precision: str, i
     so = ort.SessionOptions()
     so.log_severity_level = 3
     session = ort.InferenceSession(model_bytes, sess_options=so, providers=["CPUExecutionProvider"])
-    got = np.concatenate([session.run(None, {"input": images[i : i + 64]})[0] for i in range(0, len(images), 64)])
+    got = np.concatenate([session.run(None, {INPUT_NAME: images[i : i + 64]})[0] for i in range(0, len(images), 64)])
     with torch.inference_mode():
         ref = reference_model(torch.from_numpy(images)).numpy()
-    diff = np.abs(got.astype(np.float64) - ref)
-    agreement = float((got.argmax(1) == ref.argmax(1)).mean())
-    max_abs = float(diff.max()) if np.isfinite(diff).all() else float("inf")
-    passed = max_abs <= tol.max_abs_logit and agreement >= tol.min_agreement
-    return ExportCheck(precision, len(images), max_abs, float(diff.mean()), agreement, tol, passed)
+    cmp = compare_logits(ref, got)
+    passed = not tolerance_breaches(cmp, tol)
+    return ExportCheck(precision, len(images), cmp.max_abs_logit, cmp.mean_abs_logit, cmp.agreement, tol, passed)
 
 
 def check_images(data_dir=None, count: int = CHECK_IMAGES) -> np.ndarray:
@@ -167,8 +163,8 @@ def export_onnx(
     import onnx  # noqa: F401 - both are needed after the export: a missing one should stop it before the work
     import onnxruntime  # noqa: F401
 
-    from toolkit.artifacts import check_writable_dir, sha256_bytes, sha256_file, write_artifact
-    from toolkit.checkpoint import load_model
+    from toolkit.files.checkpoint import load_model
+    from toolkit.files.store import check_writable_dir, sha256_bytes, sha256_file, write_artifact
 
     t0 = time.perf_counter()
     out_dir = check_writable_dir(out_dir)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from toolkit.model import INPUT_NAME
+
 CALIBRATION_SEED = 1234
 TRAIN_IMAGES = 60_000  # calibration_batches never samples more than the split holds
 
@@ -44,7 +46,7 @@ def _quantize_static(fp32_bytes: bytes, data_dir, calibration_images: int, exclu
 
         def get_next(self):
             batch = next(self._it, None)
-            return None if batch is None else {"input": batch}
+            return None if batch is None else {INPUT_NAME: batch}
 
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")

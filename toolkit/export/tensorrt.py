@@ -14,41 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from toolkit import paths
-from toolkit.backends.base import IMAGE_SHAPE, INPUT_NAME, OUTPUT_NAME
-from toolkit.engine_sidecar import build_record, rebuild_command
 from toolkit.errors import InputError, ModelFileError, ToolkitError
+from toolkit.files import paths
+from toolkit.files.engine_sidecar import EngineOptions, build_record, rebuild_command
+from toolkit.model import INPUT_NAME, OUTPUT_NAME
 
 if TYPE_CHECKING:
     import tensorrt as trt
-
-
-@dataclass(frozen=True)
-class EngineOptions:
-    min_batch: int = 1
-    opt_batch: int = 64  # the batch the kernels are tuned for
-    max_batch: int = 1024
-    workspace_mb: int = 1024
-    strict_fp32: bool = False  # clear TF32: fp32 layers compute in true fp32
-
-    def __post_init__(self):
-        for name in ("min_batch", "opt_batch", "max_batch", "workspace_mb"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise InputError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}", "pass e.g. --min-batch 1 --opt-batch 64 --max-batch 1024")
-        if not self.min_batch <= self.opt_batch <= self.max_batch:
-            raise InputError(
-                f"the batch profile needs min <= opt <= max, got {self.min_batch}/{self.opt_batch}/{self.max_batch}",
-                "pass e.g. --min-batch 1 --opt-batch 64 --max-batch 1024",
-            )
-
-    @property
-    def profile(self) -> tuple[int, int, int]:
-        return self.min_batch, self.opt_batch, self.max_batch
-
-    def input_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-        """(min, opt, max) shapes of the input for the optimization profile."""
-        return tuple((batch, *IMAGE_SHAPE) for batch in self.profile)
 
 
 @dataclass
@@ -158,7 +130,7 @@ def _io(network: trt.INetworkDefinition) -> list[dict]:
 
 
 def _serialize(builder: trt.Builder, network: trt.INetworkDefinition, config: trt.IBuilderConfig, logger, onnx_path: Path) -> bytes:
-    from toolkit.trt_env import last_error
+    from toolkit.backends.tensorrt_env import last_error
 
     logger.take_errors()
     serialized = builder.build_serialized_network(network, config)
@@ -170,7 +142,7 @@ def _serialize(builder: trt.Builder, network: trt.INetworkDefinition, config: tr
 
 def _check_onnx(onnx_path: Path, precision: str) -> bytes:
     """The ONNX's bytes after the toolkit's own checks, refusing a file of another precision."""
-    from toolkit.onnx_file import load_checked, metadata
+    from toolkit.files.onnx_file import load_checked, metadata
 
     model = load_checked(onnx_path)
     found = metadata(model).get("precision")
@@ -181,8 +153,8 @@ def _check_onnx(onnx_path: Path, precision: str) -> bytes:
 
 def build_engine(onnx_path: str | Path, precision: str, out_dir: str | Path = paths.ARTIFACTS_DIR, options: EngineOptions | None = None) -> EngineResult:
     """Build `out_dir/mnist_cnn.<precision>[-strict].engine` and its sidecar from an ONNX export."""
-    from toolkit.artifacts import check_writable_dir, sha256_bytes
-    from toolkit.trt_env import require_tensorrt, trt_logger
+    from toolkit.backends.tensorrt_env import require_tensorrt, trt_logger
+    from toolkit.files.store import check_writable_dir, sha256_bytes
 
     environment = require_tensorrt("building a TensorRT engine")
     if precision not in paths.PRECISIONS:
@@ -196,7 +168,7 @@ def build_engine(onnx_path: str | Path, precision: str, out_dir: str | Path = pa
     logger.take_errors()
     import tensorrt as trt
 
-    from toolkit.trt_env import create_with_logger
+    from toolkit.backends.tensorrt_env import create_with_logger
 
     builder: trt.Builder = create_with_logger(trt.Builder, logger, "builder")
     network, parser = _parse(builder, logger, onnx_bytes, onnx_path, precision)  # the parser holds the weights until the build ends
@@ -239,8 +211,7 @@ def _serialized_timing_cache(config: trt.IBuilderConfig, engine: Path, options: 
 def _write_outputs(engine: Path, engine_bytes: bytes, record: dict, onnx_path: Path, cache_bytes: bytes, cache_path: Path) -> None:
     """Engine, then sidecar, then timing cache, each atomic and in the manifest: a crash in between
     leaves an engine whose sidecar does not match it, which loading refuses."""
-    from toolkit.artifacts import write_artifact
-    from toolkit.report import json_text
+    from toolkit.files.store import json_text, write_artifact
 
     extra = {"precision": record["precision"], "strict_fp32": record["strict_fp32"], "tensorrt": record["tensorrt_version"]}
     write_artifact(engine, lambda tmp: tmp.write_bytes(engine_bytes), kind=f"tensorrt-engine-{record['precision']}", parents=[onnx_path], extra=extra)
@@ -258,8 +229,8 @@ def build_engine_from_checkpoint(
     calibration_images: int = 1000,
 ) -> EngineResult:
     """Export the matching ONNX first when `out_dir` lacks it, then build the engine."""
-    from toolkit.artifacts import check_writable_dir
-    from toolkit.trt_env import require_tensorrt
+    from toolkit.backends.tensorrt_env import require_tensorrt
+    from toolkit.files.store import check_writable_dir
 
     require_tensorrt("building a TensorRT engine")  # before anything is exported or written
     if precision not in paths.PRECISIONS:

@@ -17,15 +17,44 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from toolkit import paths
-from toolkit.artifacts import sha256_bytes, sha256_file
-from toolkit.errors import ModelFileError
+from toolkit.errors import InputError, ModelFileError
+from toolkit.files import paths
+from toolkit.files.store import sha256_bytes, sha256_file
+from toolkit.model import IMAGE_SHAPE
 
 SIDECAR_FORMAT = "toolkit-tensorrt-engine"
 SIDECAR_VERSION = 1
 MAX_ENGINE_BYTES = 256 * 1024 * 1024  # this CNN's engines are a few MB; refuse to read giant files
-DEFAULT_PROFILE = (1, 64, 1024)
+DEFAULT_PROFILE = paths.DEFAULT_ENGINE_PROFILE
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    min_batch: int = DEFAULT_PROFILE[0]
+    opt_batch: int = DEFAULT_PROFILE[1]  # the batch the kernels are tuned for
+    max_batch: int = DEFAULT_PROFILE[2]
+    workspace_mb: int = 1024
+    strict_fp32: bool = False  # clear TF32: fp32 layers compute in true fp32
+
+    def __post_init__(self):
+        for name in ("min_batch", "opt_batch", "max_batch", "workspace_mb"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise InputError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}", "pass e.g. --min-batch 1 --opt-batch 64 --max-batch 1024")
+        if not self.min_batch <= self.opt_batch <= self.max_batch:
+            raise InputError(
+                f"the batch profile needs min <= opt <= max, got {self.min_batch}/{self.opt_batch}/{self.max_batch}",
+                "pass e.g. --min-batch 1 --opt-batch 64 --max-batch 1024",
+            )
+
+    @property
+    def profile(self) -> tuple[int, int, int]:
+        return self.min_batch, self.opt_batch, self.max_batch
+
+    def input_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """(min, opt, max) shapes of the input for the optimization profile."""
+        return tuple((batch, *IMAGE_SHAPE) for batch in self.profile)
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,7 @@ def run_seed_recipe(steps: int, data_dir=None, seed: int = 0) -> SeedRecipeRun:
 def benchmark_training(seed_steps: int = 3000, data_dir=None, out: str = "/tmp/toolkit-bench-train.pt", progress: bool = True) -> TrainBenchmark:
     import torch
 
-    from toolkit.bench import cpu_model
+    from toolkit.env import cpu_model
     from toolkit.errors import InputError
     from toolkit.train import TrainConfig, train
 

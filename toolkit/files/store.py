@@ -10,19 +10,21 @@ artifact; it is updated under the same lock as the write so two processes keep i
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import errno
 import fcntl
 import hashlib
 import json
+import math
 import os
 import signal
-import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from toolkit import env
 from toolkit.errors import OutputError
 
 MANIFEST_NAME = "manifest.json"
@@ -175,41 +177,25 @@ def clean_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
 
 
 @contextlib.contextmanager
-def directory_lock(directory: str | os.PathLike) -> Iterator[None]:
-    """An exclusive advisory lock on an artifact directory (blocks until free)."""
+def directory_lock(directory: str | os.PathLike, shared: bool = False) -> Iterator[None]:
+    """An advisory lock on an artifact directory (blocks until free). Writers take it exclusive;
+    readers (`shared=True`) wait for a writer to finish, since an artifact and its manifest entry
+    change together under the lock, and read a directory without a lock file (or one they can't
+    open: read-only media) as it is."""
     d = Path(directory)
     try:
-        fd = os.open(d / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(d / LOCK_NAME, os.O_RDONLY if shared else os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
+        if shared:
+            yield
+            return
         raise _describe_os_error(exc, d / LOCK_NAME) from None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
-
-
-def _command_line() -> str:
-    argv = list(sys.argv)
-    if argv and argv[0].endswith(("toolkit", "__main__.py")):
-        argv[0] = "toolkit"
-    return " ".join(argv)
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of what produced an artifact (only packages already imported or cheap to ask)."""
-    from importlib import metadata
-
-    import toolkit
-
-    out = {"python": sys.version.split()[0], "toolkit": toolkit.__version__}
-    for dist in ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt", "numpy"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
 
 
 def read_manifest(directory: str | os.PathLike) -> dict:
@@ -240,8 +226,8 @@ def _manifest_entry(content: Path, directory: Path, kind: str, parents: list[Pat
         "sha256": sha256_file(content),
         "size": content.stat().st_size,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": _command_line(),
-        "versions": library_versions(),
+        "command": env.command_line(),
+        "versions": env.library_versions(),
         "parents": {
             _manifest_key(p, directory): sha256_file(p) for p in (parents or []) if Path(p).exists()
         },
@@ -282,3 +268,50 @@ def write_artifact(
             raise
         _commit([(tmp, target), (tmp_manifest, manifest_path)])
     return target
+
+
+# --- JSON: how every result is serialized ---------------------------------------------------------
+
+def to_jsonable(obj):
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return to_jsonable(dataclasses.asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
+        return to_jsonable(obj.item())
+    return obj
+
+
+def json_text(obj, inline_keys: frozenset[str] = frozenset()) -> str:
+    """Indented JSON (as json.dumps(indent=2)), except that values under `inline_keys` are written
+    on one line: thousands of per-call samples stay readable."""
+    return _json_lines(to_jsonable(obj), 0, inline_keys) + "\n"
+
+
+def _json_lines(value, level: int, inline_keys: frozenset[str]) -> str:
+    inner, outer = "  " * (level + 1), "  " * level
+    if isinstance(value, dict) and value:
+        items = [
+            f"{inner}{json.dumps(k)}: "
+            + (json.dumps(v, separators=(",", ":")) if k in inline_keys else _json_lines(v, level + 1, inline_keys))
+            for k, v in value.items()
+        ]
+        return "{\n" + ",\n".join(items) + f"\n{outer}}}"
+    if isinstance(value, list) and value:
+        return "[\n" + ",\n".join(inner + _json_lines(v, level + 1, inline_keys) for v in value) + f"\n{outer}]"
+    return json.dumps(value)
+
+
+def write_json_artifact(path: str | os.PathLike, obj, kind: str, parents: list[Path] | None = None,
+                        inline_keys: frozenset[str] = frozenset()) -> Path:
+    return write_text_artifact(path, json_text(obj, inline_keys), kind=kind, parents=parents)
+
+
+def write_text_artifact(path: str | os.PathLike, text: str, kind: str, parents: list[Path] | None = None) -> Path:
+    return write_artifact(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), kind=kind, parents=parents)

@@ -10,15 +10,12 @@ Checking reads files only: it works on a read-only directory and never rewrites 
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolkit.artifacts import LOCK_NAME, MANIFEST_NAME, read_manifest, sha256_file
 from toolkit.errors import InputError
+from toolkit.files.store import MANIFEST_NAME, directory_lock, read_manifest, sha256_file
 
 OK, MISSING, CHANGED, STALE = "ok", "missing", "changed", "stale"
 
@@ -52,23 +49,6 @@ class VerifyReport:
         return out
 
 
-@contextlib.contextmanager
-def _shared_lock(directory: Path) -> Iterator[None]:
-    """Wait for a writer to finish (an artifact and its manifest entry change together under the
-    lock); a directory without a lock file, or one we can't open, is read as it is."""
-    try:
-        fd = os.open(directory / LOCK_NAME, os.O_RDONLY)
-    except OSError:
-        yield
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-
-
 def _path_of(key: str, directory: Path) -> Path:
     p = Path(key)
     return p if p.is_absolute() else directory / p
@@ -93,7 +73,7 @@ def verify_directory(directory: str | os.PathLike) -> VerifyReport:
         return digests[p]
 
     report = VerifyReport(str(d), str(manifest_path))
-    with _shared_lock(d):
+    with directory_lock(d, shared=True):
         entries = read_manifest(d)["artifacts"]
         for name, entry in sorted(entries.items()):
             kind = str(entry.get("kind", "?"))

@@ -12,10 +12,10 @@ import os
 from pathlib import Path
 
 from toolkit.errors import ModelFileError
+from toolkit.model import IMAGE_SHAPE, NUM_CLASSES
 
 MAX_ONNX_BYTES = 16 * 1024 * 1024  # fp32 model is ~120 KB
 ALLOWED_DOMAINS = {"", "ai.onnx"}
-INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
 def _fix(path: Path) -> str:
@@ -90,13 +90,13 @@ def check_signature(model, p: Path) -> None:
     if inp.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
         problems.append(f"input dtype {onnx.TensorProto.DataType.Name(inp.type.tensor_type.elem_type)} (expected FLOAT)")
     in_dims = _dims(inp)
-    if len(in_dims) != 4 or tuple(in_dims[1:]) != (1, 28, 28):
+    if len(in_dims) != 4 or tuple(in_dims[1:]) != IMAGE_SHAPE:
         problems.append(f"input shape {in_dims} (expected (N, 1, 28, 28))")
     if out.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
         problems.append(f"output dtype {onnx.TensorProto.DataType.Name(out.type.tensor_type.elem_type)} (expected FLOAT)")
     out_dims = _dims(out)
-    if len(out_dims) != 2 or out_dims[1] != 10:
-        problems.append(f"output shape {out_dims} (expected (N, 10))")
+    if len(out_dims) != 2 or out_dims[1] != NUM_CLASSES:
+        problems.append(f"output shape {out_dims} (expected (N, {NUM_CLASSES}))")
     if problems:
         raise ModelFileError(f"{p} is not this model's signature: {'; '.join(problems)}", _fix(p))
 

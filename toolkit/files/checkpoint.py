@@ -12,8 +12,8 @@ import warnings
 from pathlib import Path
 
 from toolkit.errors import CheckpointError
+from toolkit.files.paths import DEFAULT_CHECKPOINT
 
-DEFAULT_CHECKPOINT = Path("artifacts") / "mnist_cnn.pt"
 MAX_CHECKPOINT_BYTES = 64 * 1024 * 1024  # the model has 28,938 parameters (~116 KB)
 
 

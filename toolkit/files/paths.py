@@ -6,6 +6,9 @@ from pathlib import Path
 
 ARTIFACTS_DIR = Path("artifacts")
 CHECKPOINT_NAME = "mnist_cnn.pt"
+DEFAULT_CHECKPOINT = ARTIFACTS_DIR / CHECKPOINT_NAME
+# The TensorRT optimization profile (min, opt, max batch) engines are built with unless told otherwise.
+DEFAULT_ENGINE_PROFILE = (1, 64, 1024)
 PRECISIONS = ("fp32", "fp16", "int8")  # every format: ONNX files and TensorRT engines
 # ONNX-only variants for CPU runtimes. int8-cpu: asymmetric uint8 activations, int8 per-channel
 # weights, first convolution in fp32 -- the layout CPU int8 kernels (VNNI u8s8) run fastest; the

@@ -9,14 +9,11 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-from importlib import metadata
 
-from toolkit.backends.registry import GPU_INSTALL, cuda_available
-from toolkit.engine_sidecar import EngineEnvironment
+from toolkit.backends.registry import GPU_INSTALL
+from toolkit.env import cuda_available
 from toolkit.errors import ToolkitError, UnavailableError
-
-# The TensorRT wheels have shipped under several distribution names.
-TENSORRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu13-bindings", "tensorrt-cu12-bindings")
+from toolkit.files.engine_sidecar import EngineEnvironment
 
 
 def missing_for_tensorrt() -> list[str]:
@@ -45,16 +42,6 @@ def current_environment() -> EngineEnvironment:
     index = torch.cuda.current_device()
     major, minor = torch.cuda.get_device_capability(index)
     return EngineEnvironment(trt.__version__, torch.cuda.get_device_name(index), f"{major}.{minor}")
-
-
-def tensorrt_package_version() -> str | None:
-    """TensorRT's version from package metadata (no import: it loads the CUDA libraries)."""
-    for dist in TENSORRT_DISTRIBUTIONS:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return None
 
 
 _LOGGER = None

@@ -1,0 +1,209 @@
+"""The sweep: every planned (backend, precision) pair over the batch sizes, with its reference rows."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from toolkit import env
+from toolkit.backends import registry
+from toolkit.bench.direct import DIRECT_PRECISIONS, DIRECT_RUNTIMES
+from toolkit.bench.schema import (
+    COMPILE,
+    DIRECT,
+    PAIRED_BLOCKS,
+    TORCH_COMPILE_MODE,
+    BenchCell,
+    BenchConfig,
+    BenchReport,
+    BenchSettings,
+    Environment,
+    LatencyStats,
+    PairInfo,
+    images_per_second,
+    row_label,
+    scenario_for,
+    stored_samples,
+)
+from toolkit.bench.timing import Measurement, device_timing_from_hook, measure
+from toolkit.errors import ToolkitError
+from toolkit.files import paths
+from toolkit.model import NUM_CLASSES
+
+
+def capture_environment() -> Environment:
+    versions = env.library_versions()
+    return Environment(
+        cpu_model=env.cpu_model(), cpu_count=os.cpu_count() or 1, usable_cores=env.usable_cores(), gpu=env.gpu_description(),
+        platform=platform.platform(), python=versions.pop("python"), toolkit=versions.pop("toolkit"), versions=versions,
+        date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), command=env.command_line(),
+        load_average_start=env.load_average(),
+    )
+
+
+def benchmark_images(max_batch: int, data_dir=None) -> np.ndarray:
+    """The first `max_batch` MNIST test images (repeated past 10,000), validated, C-contiguous."""
+    from toolkit.backends.base import validate_batch
+    from toolkit.data import load_split_uint8, to_model_input
+
+    images, _ = load_split_uint8("test", data_dir)
+    reps = math.ceil(max_batch / len(images))
+    x = to_model_input(images if reps == 1 else np.concatenate([images] * reps))[:max_batch]
+    return validate_batch(np.ascontiguousarray(x))
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, ToolkitError):
+        return " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+
+
+def _check_output(out, batch_size: int) -> None:
+    if not isinstance(out, np.ndarray) or out.shape != (batch_size, NUM_CLASSES):
+        got = getattr(out, "shape", type(out).__name__)
+        raise ToolkitError(f"output {got} at batch {batch_size}, expected ({batch_size}, {NUM_CLASSES})")
+
+
+def _make_cell(info: PairInfo, batch_size: int, m: Measurement, config: BenchConfig) -> BenchCell:
+    kept, stride = stored_samples(m.samples_ns, config.max_stored_samples)
+    seconds = np.asarray(m.samples_ns, dtype=np.float64) * 1e-9
+    return BenchCell(
+        backend=info.backend, precision=info.precision, variant=info.variant, batch_size=batch_size,
+        scenario=scenario_for(batch_size), latency=LatencyStats.from_seconds(seconds),
+        images_per_second=images_per_second(batch_size, seconds), warmup_calls=m.warmup_calls,
+        images_per_second_p50=batch_size / float(np.median(seconds)),
+        timed_seconds=m.wall_ns * 1e-9, samples_ns=kept, samples_stride=stride,
+    )
+
+
+def _failed_cell(info: PairInfo, batch_size: int, message: str) -> BenchCell:
+    return BenchCell(info.backend, info.precision, info.variant, batch_size, scenario_for(batch_size), status="failed", message=message)
+
+
+def _bench_rows(planned: registry.PlannedPair, images: np.ndarray, config: BenchConfig, threads: int, progress) -> tuple[list[PairInfo], list[BenchCell]]:
+    """Benchmark one pair (and its direct/compile reference rows); never raises for the pair's own failures."""
+    from toolkit.files.store import sha256_file
+
+    variants = [""]
+    if planned.backend == "pytorch" and config.torch_compile:
+        variants.append(COMPILE)
+    infos: list[PairInfo] = []
+    cells: list[BenchCell] = []
+    sha = sha256_file(planned.model_path)
+    for variant in variants:
+        info = PairInfo(planned.backend, planned.precision, variant, "ok", model_path=str(planned.model_path), model_sha256=sha, threads=threads)
+        infos.append(info)
+        options = {"compile": TORCH_COMPILE_MODE} if variant == COMPILE else {}
+        backend = None
+        try:
+            t0 = time.perf_counter()
+            backend = registry.create_backend(planned.backend, planned.precision, planned.model_path, threads=threads, **options)
+            backend.load()
+            info.load_seconds = time.perf_counter() - t0
+            described = backend.describe()
+            info.device, info.runtime, info.settings = described.device, described.runtime, dict(described.details)
+        except Exception as exc:  # noqa: BLE001 - a pair that can't load fails alone
+            info.status, info.message = "failed", _one_line(exc)
+            cells += [_failed_cell(info, bs, info.message) for bs in config.batch_sizes]
+            if backend is not None:
+                backend.close()
+            continue
+
+        direct_info, direct_call = None, None
+        if not variant and config.direct and planned.backend in DIRECT_RUNTIMES and planned.precision in DIRECT_PRECISIONS:
+            direct_info = PairInfo(planned.backend, planned.precision, DIRECT, "ok", device=info.device, model_path=str(planned.model_path),
+                                   model_sha256=sha, threads=threads, settings=dict(info.settings))
+            infos.append(direct_info)
+            try:
+                t0 = time.perf_counter()
+                direct_call, direct_info.runtime = DIRECT_RUNTIMES[planned.backend](backend)
+                direct_info.load_seconds = time.perf_counter() - t0
+            except Exception as exc:  # noqa: BLE001
+                direct_info.status, direct_info.message = "failed", _one_line(exc)
+                cells += [_failed_cell(direct_info, bs, direct_info.message) for bs in config.batch_sizes]
+                direct_info = None
+
+        try:
+            for bs in config.batch_sizes:
+                if progress:
+                    progress(f"{row_label(planned.backend, planned.precision, variant)} batch {bs}")
+                batch = images[:bs]
+                rows = []
+                for row_info, call in [(info, backend.run)] + ([(direct_info, direct_call)] if direct_info else []):
+                    try:
+                        _check_output(call(batch), bs)
+                        rows.append((row_info, call))
+                    except Exception as exc:  # noqa: BLE001 - one failing cell doesn't stop the others
+                        cells.append(_failed_cell(row_info, bs, _one_line(exc)))
+                if not rows:
+                    continue
+                try:
+                    measured = measure([call for _, call in rows], batch, config)
+                except Exception as exc:  # noqa: BLE001
+                    cells += [_failed_cell(i, bs, _one_line(exc)) for i, _ in rows]
+                    continue
+                for (row_info, _), m in zip(rows, measured, strict=True):
+                    cells.append(_make_cell(row_info, bs, m, config))
+                hook = getattr(backend, "device_timings", None)
+                if callable(hook) and any(i is info for i, _ in rows):
+                    cell = next(c for c in reversed(cells) if c.key == (info.backend, info.precision, info.variant, bs))
+                    try:
+                        cell.device = device_timing_from_hook(hook(batch, max(config.iterations, 10)))
+                    except Exception as exc:  # noqa: BLE001 - the end-to-end number stands without it
+                        cell.message = f"device timing unavailable: {_one_line(exc)}"
+        finally:
+            backend.close()
+    for i in infos:
+        own = [c for c in cells if (c.backend, c.precision, c.variant) == (i.backend, i.precision, i.variant)]
+        if i.status == "ok" and own and all(c.status != "ok" for c in own):
+            i.status, i.message = "failed", own[0].message
+    return infos, cells
+
+
+def run_bench(
+    config: BenchConfig,
+    backends: list[str] | None = None,
+    precisions: list[str] | None = None,
+    checkpoint: str | Path | None = None,
+    artifacts_dir: str | Path = paths.ARTIFACTS_DIR,
+    data_dir=None,
+    progress: Callable[[str], None] | None = None,
+) -> BenchReport:
+    """Benchmark every requested, available pair over `config.batch_sizes`; see the module docstring."""
+    checkpoint = paths.checkpoint_path() if checkpoint is None else checkpoint
+    planned = registry.plan_pairs(backends, precisions, checkpoint, artifacts_dir)
+    images = benchmark_images(max(config.batch_sizes), data_dir)
+    threads = config.threads or env.usable_cores()
+    environment = capture_environment()
+    notes = []
+    if config.direct:
+        notes.append(f"'direct' rows call the runtime's own Python API on the same model, settings and data; they alternate with the toolkit's row in {PAIRED_BLOCKS} blocks")
+    if config.torch_compile:
+        notes.append(f"'compile' rows: torch.compile(mode={TORCH_COMPILE_MODE!r}); compilation happens during warm-up")
+    settings = BenchSettings(
+        batch_sizes=list(config.batch_sizes), warmup=config.warmup.describe(), iterations=config.iterations,
+        min_seconds=config.min_seconds, threads=threads, quick=config.quick,
+        input=f"the first {max(config.batch_sizes)} MNIST test images, float32 (N,1,28,28) in [0,1], the same for every pair",
+        timer="time.perf_counter_ns around each synchronous call (host numpy in -> host numpy out); garbage collector paused while timing",
+        notes=notes,
+    )
+    pairs: list[PairInfo] = []
+    cells: list[BenchCell] = []
+    for p in planned:
+        if not p.available:
+            pairs.append(PairInfo(p.backend, p.precision, "", "skipped", p.reason, model_path=str(p.model_path)))
+            continue
+        infos, new_cells = _bench_rows(p, images, config, threads, progress)
+        pairs += infos
+        cells += new_cells
+    environment.load_average_end = env.load_average()
+    return BenchReport(environment=environment, settings=settings, pairs=pairs, cells=cells)
+
+

@@ -1,0 +1,136 @@
+"""Saved outputs: one pair's logits with their provenance, so a gate on another machine can judge
+them (`toolkit eval --save-outputs DIR` here, `--load-outputs DIR` there).
+
+Format: `<backend>-<precision>.npz`, read with `allow_pickle=False` (arrays only, no code):
+- `logits_b<batch size>`: float32 (N, 10), one array per batch size the pair ran;
+- `provenance`: a JSON string (backend, precision, device, runtime, versions, machine, model and
+  checkpoint SHA-256, the test images used, the SHA-256 of every logits array).
+The logits' digests catch a file changed after it was written (accidental damage or an edit that
+forgot the digest); the checkpoint digest ties the outputs to the weights they came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from toolkit.errors import InputError
+from toolkit.files.store import sha256_file, write_artifact
+from toolkit.model import NUM_CLASSES
+
+FORMAT = "toolkit-outputs"
+FORMAT_VERSION = 1
+MAX_OUTPUT_BYTES = 64 * 1024 * 1024  # 10,000 x 10 float32 is 400 KB per batch size
+_KEY = re.compile(r"^logits_b([1-9][0-9]{0,6})$")
+
+
+@dataclass
+class SavedOutputs:
+    backend: str
+    precision: str
+    logits: dict[int, np.ndarray]  # batch size -> (N, 10) float32
+    provenance: dict = field(default_factory=dict)
+
+
+def file_name(backend: str, precision: str) -> str:
+    return f"{backend}-{precision}.npz"
+
+
+def logits_digest(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array, dtype=np.float32).tobytes()).hexdigest()
+
+
+def save_outputs(directory: str | os.PathLike, outputs: SavedOutputs, parents: list[Path] | None = None) -> Path:
+    """Write one pair's outputs atomically, with a manifest entry (parents: the checkpoint, the model)."""
+    provenance = dict(outputs.provenance, format=FORMAT, format_version=FORMAT_VERSION, backend=outputs.backend,
+                      precision=outputs.precision,
+                      logits_sha256={str(bs): logits_digest(x) for bs, x in outputs.logits.items()})
+    arrays = {f"logits_b{bs}": np.ascontiguousarray(x, dtype=np.float32) for bs, x in outputs.logits.items()}
+    arrays["provenance"] = np.array(json.dumps(provenance, sort_keys=True))
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    data = buf.getvalue()
+    return write_artifact(Path(directory) / file_name(outputs.backend, outputs.precision), lambda tmp: tmp.write_bytes(data),
+                          kind="saved-outputs", parents=parents)
+
+
+def _refuse(path: Path, problem: str) -> InputError:
+    return InputError(f"saved outputs {path} {problem}", "capture them again with `toolkit eval --save-outputs DIR`")
+
+
+def load_outputs(path: str | os.PathLike) -> SavedOutputs:
+    """Read and check one saved-outputs file; anything not exactly as written is refused."""
+    p = Path(path)
+    try:
+        if p.stat().st_size > MAX_OUTPUT_BYTES:
+            raise _refuse(p, f"is larger than {MAX_OUTPUT_BYTES // (1024 * 1024)} MiB")
+        with np.load(p, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except InputError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise _refuse(p, f"is not a readable .npz file ({' '.join(str(exc).split())[:120]})") from None
+    raw = arrays.pop("provenance", None)
+    if raw is None or raw.dtype.kind != "U" or raw.shape != ():
+        raise _refuse(p, "has no provenance record")
+    try:
+        provenance = json.loads(str(raw))
+    except ValueError:
+        raise _refuse(p, "has a provenance record that is not JSON") from None
+    if not isinstance(provenance, dict) or provenance.get("format") != FORMAT:
+        raise _refuse(p, f"is not a toolkit outputs file (format {provenance.get('format') if isinstance(provenance, dict) else None!r})")
+    if provenance.get("format_version") != FORMAT_VERSION:
+        raise _refuse(p, f"has format version {provenance.get('format_version')!r}; this toolkit reads {FORMAT_VERSION}")
+    logits: dict[int, np.ndarray] = {}
+    for key, array in arrays.items():
+        match = _KEY.match(key)
+        if not match:
+            raise _refuse(p, f"holds an unexpected array {key!r}")
+        if array.dtype != np.float32 or array.ndim != 2 or array.shape[1] != NUM_CLASSES:
+            raise _refuse(p, f"array {key} is {array.dtype} {array.shape}, expected float32 (N, {NUM_CLASSES})")
+        logits[int(match.group(1))] = array
+    if not logits:
+        raise _refuse(p, "holds no logits")
+    if len({a.shape[0] for a in logits.values()}) != 1:
+        raise _refuse(p, "has batch sizes with different image counts")
+    digests = provenance.get("logits_sha256")
+    if not isinstance(digests, dict) or set(digests) != {str(bs) for bs in logits}:
+        raise _refuse(p, "has logits that its provenance does not list")
+    for bs, array in logits.items():
+        if digests[str(bs)] != logits_digest(array):
+            raise _refuse(p, f"has logits at batch {bs} that differ from their recorded SHA-256 (changed after it was written)")
+    for name in ("backend", "precision", "checkpoint_sha256"):
+        if not isinstance(provenance.get(name), str):
+            raise _refuse(p, f"provenance lacks {name!r}")
+    if p.name != file_name(provenance["backend"], provenance["precision"]):
+        raise _refuse(p, f"is named for another pair than the {provenance['backend']}/{provenance['precision']} it holds")
+    return SavedOutputs(provenance["backend"], provenance["precision"], logits, provenance)
+
+
+def list_output_files(directory: str | os.PathLike) -> list[Path]:
+    d = Path(directory)
+    if not d.is_dir():
+        raise InputError(f"outputs directory {d} does not exist", "pass the DIR given to `toolkit eval --save-outputs DIR`")
+    files = sorted(d.glob("*.npz"))
+    if not files:
+        raise InputError(f"outputs directory {d} holds no saved outputs (*.npz)", "pass the DIR given to `toolkit eval --save-outputs DIR`")
+    return files
+
+
+def check_checkpoint(outputs: SavedOutputs, checkpoint: str | os.PathLike, path: Path) -> None:
+    """Refuse outputs captured from other weights than the checkpoint being gated."""
+    expected = sha256_file(checkpoint)
+    if outputs.provenance["checkpoint_sha256"] != expected:
+        raise InputError(
+            f"saved outputs {path} come from checkpoint {outputs.provenance['checkpoint_sha256'][:12]}…, "
+            f"not {checkpoint} ({expected[:12]}…)",
+            "gate them with the checkpoint they were captured from (--checkpoint), or capture them again",
+        )
