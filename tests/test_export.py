@@ -124,3 +124,26 @@ def test_export_corrupt_checkpoint(tmp_path):
     proc = run_cli("export", "--checkpoint", bad, "--out", tmp_path)
     assert_one_line_error(proc, "checkpoint", code=2)
     assert not list(tmp_path.glob("*.onnx"))
+
+
+@pytest.mark.parametrize("shift, fp32_passes", [(1e-3, False), (3e-4, False), (2e-5, True)])
+def test_fp32_export_check_holds_its_1e_4_tolerance(exported_dir, checkpoint, data_dir, shift, fp32_passes):
+    # The exported fp32 file against a PyTorch reference whose every logit is moved by `shift`
+    # (the fc1 bias): agreement stays 100%, so only the max |dlogit| limit (1e-4) decides.
+    import copy
+
+    import torch
+
+    from toolkit.files.checkpoint import load_model
+
+    fp32_bytes = (exported_dir / "mnist_cnn.fp32.onnx").read_bytes()
+    reference = copy.deepcopy(load_model(checkpoint))
+    with torch.no_grad():
+        reference.fc1.bias += shift
+    images = onnx_export.check_images(data_dir, count=64)
+    check = onnx_export.check_against_pytorch(fp32_bytes, reference, "fp32", images)
+    assert check.agreement == 1.0
+    assert check.max_abs_logit == pytest.approx(shift, abs=2e-5)
+    assert check.passed == fp32_passes
+    # the same gap is well inside fp16's tolerance: the fp32 row is the tight one
+    assert onnx_export.check_against_pytorch(fp32_bytes, reference, "fp16", images).passed
