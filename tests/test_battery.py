@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA_DIR, assert_one_line_error, run_cli
 from faults import assert_untouched, fault_env, snapshot, temp_files
+from helpers import DATA_DIR, assert_one_line_error, run_cli
 
 from toolkit.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_UNAVAILABLE
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import logits_for, with_wrong_labels
 
 from toolkit.compare import Tolerance, compare_logits, predictions_changed, tolerance_breaches
 from toolkit.parity import DEFAULT_TOLERANCES, CapturedPair, judge_pair, tolerance_key
-
-from helpers import logits_for, with_wrong_labels  # noqa: I001 - tests/helpers.py
 
 N = 1000
 NO_LIMITS = Tolerance(min_agreement=0.0)

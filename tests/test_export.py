@@ -2,7 +2,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import assert_one_line_error, run_cli
+from helpers import assert_one_line_error, run_cli
 from onnx import numpy_helper
 
 from toolkit.errors import CheckFailed

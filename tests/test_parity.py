@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import assert_one_line_error, run_cli
+from helpers import assert_one_line_error, run_cli
 
 from toolkit import parity
 from toolkit.stats import mcnemar_exact

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, assert_one_line_error, run_cli
+from helpers import ROOT, assert_one_line_error, run_cli
 
 from toolkit import parity
 from toolkit.backends import registry

@@ -2,7 +2,7 @@ import json
 
 import pytest
 import torch
-from conftest import assert_one_line_error, run_cli
+from helpers import assert_one_line_error, run_cli
 
 from toolkit.files.checkpoint import load_state_dict
 from toolkit.files.store import sha256_file
