@@ -179,3 +179,34 @@ def test_a_pair_that_did_not_run_keeps_its_status_and_reason():
         pair = CapturedPair("openvino", "int8", status, reason="why", device="cpu")
         result = judge_pair(pair, ref, ref.argmax(1), DEFAULT_TOLERANCES["int8"])
         assert (result.status, result.reason, result.accuracy) == (status, "why", None)
+
+
+def test_the_verdict_carries_the_capture_and_the_per_batch_details():
+    ref = logits_for(N, seed=12)
+    labels = with_wrong_labels(ref, 30)
+    at_1, at_64 = ref.copy(), ref.copy()
+    at_1[100:104] = np.roll(at_1[100:104], 1, axis=1)  # 4 flips at batch 1
+    at_64[200:206] = np.roll(at_64[200:206], 1, axis=1)  # 6 other flips at batch 64: the worse one
+    at_64[300] += 0.25
+    pair = CapturedPair("openvino", "fp16", "ok", device="cpu", model_path="/m/mnist_cnn.fp16.onnx",
+                        runtime="openvino 2030.1", logits={1: at_1, 64: at_64}, seconds={1: 2.0, 64: 0.5})
+    tol = DEFAULT_TOLERANCES["fp16"]
+    result = judge_pair(pair, ref, labels, tol, min_accuracy=0.0, max_flips=7)
+    assert (result.backend, result.precision, result.device, result.model_path, result.runtime) == \
+        ("openvino", "fp16", "cpu", "/m/mnist_cnn.fp16.onnx", "openvino 2030.1")
+    assert result.tolerance == tol and result.seconds == 2.5
+    assert [(b.batch_size, b.seconds) for b in result.batches] == [(1, 2.0), (64, 0.5)]
+    assert [b.accuracy for b in result.batches] == pytest.approx([96.6, 96.4])  # 970 right, minus the flips
+    assert result.accuracy == pytest.approx(96.4) and result.delta_pp == pytest.approx(-0.6)
+    assert result.agreement == pytest.approx(0.994)  # the worst batch size's
+    assert result.max_abs_logit == pytest.approx(max(np.abs(at_1 - ref).max(), np.abs(at_64 - ref).max()))
+    assert result.mean_abs_logit == max(b.mean_abs_logit for b in result.batches) > 0
+    # flips: every flipped image with its label and both predictions, capped at max_flips over all batch sizes
+    assert len(result.flips) == 7
+    assert [(f.index, f.batch_size) for f in result.flips] == [(i, 1) for i in range(100, 104)] + [(i, 64) for i in range(200, 203)]
+    for f in result.flips:
+        assert (f.label, f.reference_prediction) == (labels[f.index], ref[f.index].argmax())
+        assert f.prediction == pair.logits[f.batch_size][f.index].argmax() != f.reference_prediction
+    # McNemar on the worst batch size: 6 images only the reference got right (none of the flips were wrong before)
+    assert (result.mcnemar.reference_only_correct, result.mcnemar.candidate_only_correct) == (6, 0)
+    assert judge_pair(pair, ref, labels, tol, min_accuracy=0.0, max_flips=3).flips[-1].index == 102
