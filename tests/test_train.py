@@ -1,4 +1,7 @@
+import io
 import json
+import re
+import sys
 
 import pytest
 import torch
@@ -80,7 +83,6 @@ def test_resume_continues_from_last_completed_epoch(tmp_path, data_dir):
         (["--batch-size", "0"], "--batch-size"),
         (["--threads", "-1"], "--threads"),
         (["--weight-decay", "-1"], "--weight-decay"),
-        (["--out", "/nonexistent-dir/x/m.pt"], "does not exist"),
     ],
 )
 def test_train_bad_input_is_one_line(args, needle):
@@ -106,3 +108,43 @@ def test_full_default_training_reaches_99(tmp_path, data_dir):
     """The product's main claim: the default recipe on the real test set (a couple of minutes)."""
     result = train(TrainConfig(device="cpu", data_dir=str(data_dir), out=str(tmp_path / "full.pt")), progress=False)
     assert result.test_accuracy >= 99.0, result.history
+
+
+FAST_CLI = ("--train-limit", "512", "--batch-size", "64", "--epochs", "1")
+
+
+def test_train_creates_a_missing_output_directory(tmp_path):
+    out = tmp_path / "new" / "dir" / "m.pt"
+    proc = run_cli("train", *FAST_CLI, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert out.is_file() and (out.parent / "manifest.json").is_file()
+    # stderr is a pipe here: the epoch's one line on stdout, no progress-bar updates anywhere
+    assert [ln.split(":")[0] for ln in proc.stdout.splitlines() if re.match(r"epoch \d+/\d+:", ln)] == ["epoch 1/1"]
+    assert "\r" not in proc.stderr + proc.stdout and "step/s" not in proc.stderr
+
+
+def test_train_refuses_an_output_directory_it_cannot_create(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    proc = run_cli("train", "--quiet", *FAST_CLI, "--out", blocker / "sub" / "m.pt")
+    assert_one_line_error(proc, "cannot create directory", code=2)
+    assert blocker.read_text() == "not a directory"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("terminal", [True, False], ids=["terminal", "log"])
+def test_progress_bar_only_on_a_terminal_and_one_line_per_epoch(terminal, tmp_path, data_dir, monkeypatch):
+    err, out = (_Terminal() if terminal else io.StringIO()), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setattr(sys, "stdout", out)
+    train(_quick(tmp_path, data_dir, epochs=2, train_limit=512), progress=True)
+    epochs = [ln.split(":")[0] for ln in out.getvalue().splitlines() if re.match(r"epoch \d+/\d+:", ln)]
+    assert epochs == ["epoch 1/2", "epoch 2/2"]
+    if terminal:
+        assert "\r" in err.getvalue() and "step" in err.getvalue()  # the live bar
+    else:
+        assert err.getvalue() == ""  # a log gets no bar updates at all

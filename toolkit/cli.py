@@ -73,9 +73,10 @@ _RECIPE = TrainConfig()  # the CLI's defaults are the library's defaults
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=int, default=None, help="CPU threads (default: all cores).")
 @click.option("--train-limit", type=int, default=None, help="Train on the first N images only (quick runs).")
-@click.option("--out", type=click.Path(dir_okay=False), default=str(paths.DEFAULT_CHECKPOINT), show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default=str(paths.DEFAULT_CHECKPOINT), show_default=True,
+              help="Checkpoint path (its directory is created if missing).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last completed epoch.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--quiet", is_flag=True, help="No progress: no bar (shown on a terminal only) and no per-epoch lines.")
 @_data_dir_option
 def train(epochs, batch_size, lr, weight_decay, optimizer, schedule, seed, device, threads, train_limit, out, resume, quiet, data_dir):
     """Train the seed CNN (default recipe: AdamW, one-cycle, batch 128, 8 epochs, peak lr 5e-3)."""
@@ -153,7 +154,7 @@ _artifacts_option = click.option(
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "int8-cpu", "all"]), default="fp32", show_default=True,
               help="int8: symmetric s8s8 Q/DQ (TensorRT-ready); int8-cpu: u8s8 with the first conv in fp32 (ONNX only, for CPU runtimes).")
 @_checkpoint_option
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="artifacts", show_default=True, help="Output directory.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="artifacts", show_default=True, help="Output directory (created if missing).")
 @click.option("--calibration-images", type=int, default=1000, show_default=True, help="int8: training images used for calibration.")
 @click.option("--min-batch", type=int, default=1, show_default=True, help="tensorrt: optimization profile minimum batch.")
 @click.option("--opt-batch", type=int, default=64, show_default=True, help="tensorrt: profile batch the kernels are tuned for.")
@@ -162,7 +163,8 @@ _artifacts_option = click.option(
 @click.option("--strict-fp32", is_flag=True, help="tensorrt: disable TF32 so fp32 engines compute in true fp32.")
 @_data_dir_option
 def export(fmt, precision, checkpoint, out_dir, calibration_images, min_batch, opt_batch, max_batch, workspace_mb, strict_fp32, data_dir):
-    """Export the checkpoint to ONNX (fp32, fp16, int8 Q/DQ) or build TensorRT engines."""
+    """Export the checkpoint to ONNX (fp32, fp16, int8 and int8-cpu Q/DQ) or build TensorRT engines
+    (fp32, fp16, int8). A missing --out directory is created."""
 
     precisions = list(paths.ONNX_PRECISIONS if fmt == "onnx" else paths.PRECISIONS) if precision == "all" else [precision]
     if fmt == "onnx":

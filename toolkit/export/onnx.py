@@ -167,9 +167,12 @@ def export_onnx(
     from toolkit.files.store import check_writable_dir, sha256_bytes, sha256_file, write_artifact
 
     t0 = time.perf_counter()
-    out_dir = check_writable_dir(out_dir)
+    if precision not in paths.ONNX_PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}", f"choose from {', '.join(paths.ONNX_PRECISIONS)}")
     checkpoint = Path(checkpoint)
     model = load_model(checkpoint)
+    # Created like `mkdir -p` once the inputs are known good, so a refused command leaves no empty directory.
+    out_dir = check_writable_dir(out_dir, create=True)
     ckpt_sha = sha256_file(checkpoint)
     fp32_bytes = export_bytes(model, "fp32")
     if precision == "fp32":
