@@ -210,3 +210,24 @@ def test_the_verdict_carries_the_capture_and_the_per_batch_details():
     # McNemar on the worst batch size: 6 images only the reference got right (none of the flips were wrong before)
     assert (result.mcnemar.reference_only_correct, result.mcnemar.candidate_only_correct) == (6, 0)
     assert judge_pair(pair, ref, labels, tol, min_accuracy=0.0, max_flips=3).flips[-1].index == 102
+
+
+def test_limits_are_inclusive_at_exactly_the_measured_value():
+    ref = logits_for(N, seed=13)
+    labels = ref.argmax(1)
+    cand = ref.copy()
+    cand[:4] = np.roll(cand[:4], 1, axis=1)
+    cmp = compare_logits(ref, cand + 0.01, labels)
+    drop = -cmp.delta_pp
+    at_limit = Tolerance(min_agreement=cmp.agreement, max_abs_logit=cmp.max_abs_logit, max_accuracy_drop_pp=drop)
+    assert tolerance_breaches(cmp, at_limit, min_accuracy=cmp.accuracy) == []
+    below = float(np.nextafter(drop, 0.0))
+    assert tolerance_breaches(cmp, Tolerance(min_agreement=0.0, max_accuracy_drop_pp=below)) == [f"accuracy drop {drop:.2f} pp > {below:g} pp"]
+    assert drop == pytest.approx(0.4)
+
+
+def test_an_empty_comparison_measures_nothing_and_breaks_nothing():
+    empty = np.zeros((0, 10), dtype=np.float32)
+    cmp = compare_logits(empty, empty)
+    assert (cmp.images, cmp.agreement, cmp.max_abs_logit, cmp.mean_abs_logit) == (0, 1.0, 0.0, 0.0)
+    assert tolerance_breaches(cmp, DEFAULT_TOLERANCES["fp32"]) == []

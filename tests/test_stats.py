@@ -152,3 +152,11 @@ def test_bootstrap_and_percentile_refuse_empty_samples():
 def test_percentile_interpolates_linearly(q, expected):
     # sorted [1, 2, 3, 4]: position q/100 * 3, linear between neighbours
     assert percentile([4, 1, 3, 2], q) == pytest.approx(expected, rel=1e-12)
+
+
+def test_bootstrap_draws_every_sample_and_reads_the_requested_quantiles():
+    # Two baseline samples: a resampled median is 1, 1.5 or 2 with probabilities 1/4, 1/2, 1/4, so the
+    # ratio is 1, 2/3 or 1/2; the interval's ends are known quantiles of that distribution.
+    assert bootstrap_ratio_ci([1.0, 2.0], [1.0], confidence=0.6) == pytest.approx((0.5, 1.0))
+    assert bootstrap_ratio_ci([1.0, 2.0], [1.0], confidence=0.4) == pytest.approx((2 / 3, 2 / 3))
+    assert bootstrap_ratio_ci([1.0], [1.0, 2.0], confidence=0.6) == pytest.approx((1.0, 2.0))

@@ -4,6 +4,8 @@ processes) are in test_artifacts.py and test_battery.py."""
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import errno
 import json
 import math
@@ -13,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from toolkit.errors import OutputError
@@ -109,6 +112,10 @@ def test_write_artifact_records_hash_size_kind_and_parents(tmp_path):
     assert entry["parents"] == {"mnist_cnn.pt": store.sha256_bytes(b"weights")}  # a missing parent is left out
     assert mode_of(target) == 0o644 and mode_of(tmp_path / store.MANIFEST_NAME) == 0o644
     assert leftovers(tmp_path) == []
+    created = datetime.datetime.fromisoformat(entry["created"])
+    assert created.utcoffset() == datetime.timedelta(0)
+    assert abs((datetime.datetime.now(datetime.timezone.utc) - created).total_seconds()) < 600
+    assert entry["command"] and entry["versions"]["toolkit"]
 
 
 def test_rewriting_an_artifact_updates_its_entry_and_keeps_the_others(tmp_path):
@@ -245,3 +252,22 @@ def test_json_text_inlines_only_the_named_keys_and_keeps_values():
     assert '"samples_ns": [1,2,3]' in text
     assert json.loads(text) == {"cells": [{"samples_ns": [1, 2, 3], "median": 2.0, "bad": None}], "path": "a/b"}
     assert store.json_text({"a": [1, 2]}) == json.dumps({"a": [1, 2]}, indent=2) + "\n"
+
+
+def test_json_text_matches_json_dumps_at_every_depth():
+    obj = {"a": [[1, 2], {"b": [3, {"c": []}]}], "d": {}, "e": {"f": [None, True, "x"]}}
+    assert store.json_text(obj) == json.dumps(obj, indent=2) + "\n"
+
+
+@dataclasses.dataclass
+class _Row:
+    name: str
+    value: object
+
+
+def test_to_jsonable_unpacks_dataclasses_numpy_scalars_and_paths():
+    row = _Row("r", {"n": np.int64(3), "x": np.float32(0.5), "p": Path("a/b"), "t": (1, np.nan), "nested": _Row("s", None)})
+    assert store.to_jsonable(row) == {"name": "r", "value": {"n": 3, "x": 0.5, "p": "a/b", "t": [1, None],
+                                                             "nested": {"name": "s", "value": None}}}
+    assert type(store.to_jsonable(np.int64(3))) is int
+    assert store.to_jsonable(_Row) is _Row  # a class is not an instance: left alone
