@@ -5,7 +5,7 @@ import pytest
 from helpers import assert_one_line_error, run_cli
 from onnx import numpy_helper
 
-from toolkit.errors import CheckFailed
+from toolkit.errors import CheckFailed, InputError
 from toolkit.export import onnx as onnx_export
 from toolkit.export.quantize import calibration_batches, check_qdq_layout
 from toolkit.files import paths
@@ -147,3 +147,24 @@ def test_fp32_export_check_holds_its_1e_4_tolerance(exported_dir, checkpoint, da
     assert check.passed == fp32_passes
     # the same gap is well inside fp16's tolerance: the fp32 row is the tight one
     assert onnx_export.check_against_pytorch(fp32_bytes, reference, "fp16", images).passed
+
+
+def test_export_creates_a_missing_output_directory(tmp_path, checkpoint):
+    out = tmp_path / "new" / "dir"
+    proc = run_cli("export", "--format", "onnx", "--precision", "fp32", "--checkpoint", checkpoint, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "mnist_cnn.fp32.onnx").is_file() and "mnist_cnn.fp32.onnx" in read_manifest(out)["artifacts"]
+
+
+def test_export_refuses_before_creating_anything_and_when_creation_fails(tmp_path, checkpoint):
+    from toolkit.errors import CheckpointError, OutputError
+
+    with pytest.raises(CheckpointError):
+        onnx_export.export_onnx(tmp_path / "missing.pt", "fp32", tmp_path / "new")
+    with pytest.raises(InputError, match="fp8"):
+        onnx_export.export_onnx(checkpoint, "fp8", tmp_path / "new")
+    assert not (tmp_path / "new").exists()  # a refused command leaves no empty directory behind
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match="cannot create directory"):
+        onnx_export.export_onnx(checkpoint, "fp32", blocker / "sub")
