@@ -13,7 +13,8 @@ import pytest
 from helpers import logits_for, with_wrong_labels
 
 from toolkit.compare import Tolerance, compare_logits, predictions_changed, tolerance_breaches
-from toolkit.parity import DEFAULT_TOLERANCES, CapturedPair, judge_pair, tolerance_key
+from toolkit.errors import InputError
+from toolkit.parity import DEFAULT_TOLERANCES, CapturedPair, judge_pair, override_tolerances, tolerance_key
 
 N = 1000
 NO_LIMITS = Tolerance(min_agreement=0.0)
@@ -231,3 +232,44 @@ def test_an_empty_comparison_measures_nothing_and_breaks_nothing():
     cmp = compare_logits(empty, empty)
     assert (cmp.images, cmp.agreement, cmp.max_abs_logit, cmp.mean_abs_logit) == (0, 1.0, 0.0, 0.0)
     assert tolerance_breaches(cmp, DEFAULT_TOLERANCES["fp32"]) == []
+
+
+def _flip(logits: np.ndarray, index: int) -> None:
+    """Make image `index` predict its second-best class, changing only its top logit."""
+    row = logits[index]
+    top, second = np.argsort(row)[-1], np.argsort(row)[-2]
+    row[top] = row[second] - 0.01
+
+
+def test_agreement_and_logit_limits_read_every_batch_size_not_only_the_least_accurate():
+    ref = logits_for(N, seed=14)
+    labels = with_wrong_labels(ref, 20)
+    # batch 1: fixes 8 of the reference's mistakes (more accurate, agreement 99.2%) and moves one
+    # image's logits by 5 without changing its prediction
+    at_1 = ref.copy()
+    at_1[:8, :] = -5.0
+    at_1[np.arange(8), labels[:8]] = 5.0
+    at_1[500] += 5.0
+    # batch 1024: one correct image now wrong: the least accurate, agreement 99.9%, small differences
+    at_1024 = ref.copy()
+    _flip(at_1024, 600)
+    result = judge_pair(captured(at_1, at_1024), ref, labels,
+                        Tolerance(min_agreement=0.995, max_abs_logit=3.0), min_accuracy=0.0)
+    assert result.accuracy == pytest.approx(97.9)  # batch 1024's
+    assert "agreement 99.20% < 99.50%" in result.reason
+    assert "max |dlogit|" in result.reason and result.max_abs_logit >= 5.0
+
+
+def test_cli_overrides_replace_one_field_in_every_row():
+    out = override_tolerances(max_abs_logit=0.5)
+    assert set(out) == set(DEFAULT_TOLERANCES)
+    for key, tol in out.items():
+        assert tol.max_abs_logit == 0.5
+        assert (tol.min_agreement, tol.max_accuracy_drop_pp) == (DEFAULT_TOLERANCES[key].min_agreement, DEFAULT_TOLERANCES[key].max_accuracy_drop_pp)
+    out = override_tolerances(min_agreement=0.9)
+    assert all(t.min_agreement == 0.9 and t.max_abs_logit == DEFAULT_TOLERANCES[k].max_abs_logit for k, t in out.items())
+    assert override_tolerances() == DEFAULT_TOLERANCES
+    assert override_tolerances(max_abs_logit=0.0, min_agreement=1.0)["int8"] == Tolerance(1.0, 0.0, 0.3)
+    for bad in (dict(max_abs_logit=-1e-9), dict(max_abs_logit=float("nan")), dict(min_agreement=1.01), dict(min_agreement=-0.1)):
+        with pytest.raises(InputError):
+            override_tolerances(**bad)

@@ -271,3 +271,17 @@ def test_to_jsonable_unpacks_dataclasses_numpy_scalars_and_paths():
                                                              "nested": {"name": "s", "value": None}}}
     assert type(store.to_jsonable(np.int64(3))) is int
     assert store.to_jsonable(_Row) is _Row  # a class is not an instance: left alone
+
+
+def test_json_and_text_artifacts_are_recorded_like_any_artifact(tmp_path):
+    parent = tmp_path / "p.bin"
+    store.atomic_write_bytes(parent, b"p")
+    path = store.write_json_artifact(tmp_path / "r.json", {"samples_ns": [1, 2], "a": {"b": 1}}, kind="report",
+                                     parents=[parent], inline_keys=frozenset({"samples_ns"}))
+    assert '"samples_ns": [1,2]' in path.read_text() and json.loads(path.read_text())["a"] == {"b": 1}
+    text = store.write_text_artifact(tmp_path / "r.md", "# report\n", kind="report-md", parents=[parent])
+    assert text.read_text() == "# report\n"
+    entries = store.read_manifest(tmp_path)["artifacts"]
+    assert entries["r.json"]["kind"] == "report" and entries["r.md"]["kind"] == "report-md"
+    assert entries["r.json"]["parents"] == entries["r.md"]["parents"] == {"p.bin": store.sha256_bytes(b"p")}
+    assert entries["r.md"]["sha256"] == store.sha256_bytes(b"# report\n")
