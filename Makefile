@@ -50,9 +50,9 @@ bench-train: $(STAMP)
 	$(TOOLKIT) bench-train
 
 # Mutation testing of the functions that carry the guarantees (mutmut 3, installed on first use; test
-# selection and settings in pyproject.toml [tool.mutmut]; README: Mutation testing). Tens of minutes
-# on 2 cores; results are cached in mutants/, so a rerun tests only changed functions. A subset:
-#   make mutate MUTANTS='toolkit.compare.*'
+# selection and settings in pyproject.toml [tool.mutmut]; README: Mutation testing). About 20-30
+# minutes on 2 cores; every listed mutant is tested again on each run (results land in mutants/,
+# `mutmut show <name>` prints one). A subset: make mutate MUTANTS='toolkit.compare.*'
 MUTANTS ?= toolkit.compare.* toolkit.parity.x_judge_pair* toolkit.parity.x_tolerance_key* \
 	toolkit.parity.x_override_tolerances* toolkit.parity.x*ParityReport*passed* toolkit.model.x_validate_batch* \
 	toolkit.stats.* toolkit.files.store.* toolkit.files.onnx_file.* toolkit.files.checkpoint.x_load_state_dict* \
