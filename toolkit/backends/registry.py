@@ -75,16 +75,16 @@ def status(name: str) -> BackendStatus:
     for pkg in spec.packages:
         if importlib.util.find_spec(pkg) is None:
             return unavailable(f"Python package '{pkg}' is not installed ({spec.install})")
-    if spec.device == "cuda":
-        ok, why = cuda_available()
-        if not ok:
-            return unavailable(f"needs a CUDA GPU: {why}")
-    if "tensorrt" in spec.packages:
+    if "tensorrt" in spec.packages:  # a broken TensorRT install is worth saying even without a GPU
         from toolkit.backends.tensorrt_env import tensorrt_import_problem
 
         problem = tensorrt_import_problem()
         if problem:
             return unavailable(f"{problem} ({GPU_INSTALL})")
+    if spec.device == "cuda":
+        ok, why = cuda_available()
+        if not ok:
+            return unavailable(f"needs a CUDA GPU: {why}")
     if spec.module == "onnxruntime_gpu":
         from toolkit.backends.onnxruntime_gpu import PROVIDER_OF_BACKEND, probe_provider
 
