@@ -372,3 +372,62 @@ def test_strongly_typed_logic_against_the_real_bindings(tmp_path, version, flags
     assert found["accepts_flag_false"] is accepts_false and found["accepts_flag_true"] is True
     assert found["profile_error"] and "TensorRT rejected the batch profile" in found["profile_error"]
     assert "inconsistent" in found["profile_error"]
+
+
+# --- toolkit gpu-check ----------------------------------------------------------------------------------
+
+def test_gpu_check_without_a_gpu_writes_the_report_and_exits_3(tmp_path):
+    proc = run_cli("gpu-check", "--no-tests", "--out", tmp_path / "gc", "--artifacts", tmp_path / "none")
+    assert_one_line_error(proc, "no GPU backend is usable here", "pytorch-cuda", code=3)
+    data = json.loads((tmp_path / "gc" / "gpu-check.json").read_text())
+    assert data["verdict"] == "nothing ran" and data["usable"] == []
+    assert [b["name"] for b in data["backends"]] == ["pytorch-cuda", "onnxruntime-cuda", "onnxruntime-trt", "tensorrt"]
+    assert len(data["missing"]) == 4 and all(": " in m for m in data["missing"])
+    assert {s["name"]: s["status"] for s in data["steps"]} == {"tests": "skipped", "exports": "skipped", "parity": "skipped", "bench": "skipped"}
+    markdown = (tmp_path / "gc" / "gpu-check.md").read_text()
+    assert "What is missing for the rest" in markdown and "Verdict: nothing ran" in markdown
+    assert not (tmp_path / "none").exists()  # nothing exported when nothing can use it
+
+
+def test_gpu_check_runs_the_usable_rows_and_says_what_the_rest_lack(tmp_path, data_dir, checkpoint):
+    """The pytorch-cuda-only machine (a CUDA torch, the CPU onnxruntime, no TensorRT), with the CPU
+    `pytorch` backend standing in for `pytorch-cuda`: the gate and the quick benchmark run for real
+    on it, the other backends are reported with their reasons."""
+    from toolkit.backends.registry import BackendStatus
+    from toolkit.gpu_check import run_gpu_check
+    from toolkit.report.gpu_check import gpu_check_markdown, write_gpu_check_reports
+
+    statuses = [
+        BackendStatus("pytorch", True, "", "cpu", ("fp32",)),
+        BackendStatus("onnxruntime-cuda", False, "onnxruntime 1.32.0 lacks CUDAExecutionProvider: the CPU package", "cuda", ("fp32",)),
+        BackendStatus("tensorrt", False, "Python package 'tensorrt' is not installed", "cuda", ("fp32",)),
+    ]
+    result = run_gpu_check(checkpoint=checkpoint, artifacts_dir=tmp_path / "artifacts", out_dir=tmp_path / "gc",
+                           data_dir=data_dir, run_tests=False, statuses=statuses, limit=512)
+    assert result.verdict == "passed", result.steps
+    assert [(r["backend"], r["precision"], r["status"]) for r in result.parity] == [("pytorch", "fp32", "pass")]
+    assert result.parity[0]["accuracy"] > 98.0  # 512 images
+    cells = [r for r in result.bench if r["backend"] == "pytorch" and r["status"] == "ok"]
+    assert {r["batch_size"] for r in cells} == {1, 32, 256} and all(r["p50_us"] > 0 for r in cells)
+    assert result.missing == ["onnxruntime-cuda: onnxruntime 1.32.0 lacks CUDAExecutionProvider: the CPU package",
+                              "tensorrt: Python package 'tensorrt' is not installed"]
+    markdown = gpu_check_markdown(result)
+    assert "| pytorch/fp32 | pass |" in markdown and "Quick benchmark" in markdown
+    json_path, md_path = write_gpu_check_reports(result, tmp_path / "gc")
+    assert json.loads(json_path.read_text())["verdict"] == "passed" and md_path.read_text() == markdown
+
+
+def test_junit_outcomes_keep_the_skip_and_failure_messages(tmp_path):
+    from toolkit.gpu_check import parse_junit
+
+    xml = tmp_path / "junit.xml"
+    xml.write_text(textwrap.dedent("""\
+        <testsuites><testsuite>
+          <testcase classname="tests.test_tensorrt" name="test_a"/>
+          <testcase classname="tests.test_tensorrt" name="test_b[fp32]"><skipped message="needs a CUDA GPU"/></testcase>
+          <testcase classname="tests.test_battery" name="test_c"><failure message="assert 1e-3 &lt;= 1e-4">trace</failure></testcase>
+        </testsuite></testsuites>"""))
+    outcomes = [(o.test, o.outcome, o.message) for o in parse_junit(xml)]
+    assert outcomes == [("tests/test_tensorrt.py::test_a", "passed", ""),
+                        ("tests/test_tensorrt.py::test_b[fp32]", "skipped", "needs a CUDA GPU"),
+                        ("tests/test_battery.py::test_c", "failed", "assert 1e-3 <= 1e-4")]
