@@ -249,6 +249,21 @@ def test_the_gate_plans_an_unstartable_provider_as_skipped_not_as_an_error(fake_
     assert cuda and not cuda[0].available and "libcublasLt.so.12" in cuda[0].reason
 
 
+def test_the_reason_is_read_from_onnxruntimes_own_log_lines():
+    # as onnxruntime-gpu 1.31.1 printed them on this machine (no CUDA libraries), colours included
+    said = ("\x1b[1;31m2026-11-30 05:35:39.652577264 [E:onnxruntime:Default, provider_bridge_ort.cc:2458 operator()] "
+            "[ONNXRuntimeError] : 1 : FAIL : Failed to load library .../libonnxruntime_providers_cuda.so with error: "
+            "libcublasLt.so.13: cannot open shared object file: No such file or directory\x1b[m\n"
+            "\x1b[0;93m[W:onnxruntime:Default, onnxruntime_pybind_state.cc:1295] Failed to create CUDAExecutionProvider. "
+            "Require cuDNN 9.* and CUDA 13.*.\x1b[m")
+    reason = onnxruntime_gpu.explain_provider_failure("CUDAExecutionProvider", said)
+    assert reason.startswith("CUDAExecutionProvider did not load: libcublasLt.so.13 was not found (the CUDA 13 libraries")
+    no_library = onnxruntime_gpu.explain_provider_failure("CUDAExecutionProvider", said.split("\n")[1])
+    assert "Failed to create CUDAExecutionProvider" in no_library and "\x1b" not in no_library
+    missing_trt = onnxruntime_gpu.explain_provider_failure("TensorrtExecutionProvider", MISSING_NVINFER)
+    assert "libnvinfer.so.10 was not found (TensorRT 10:" in missing_trt
+
+
 def test_cpu_onnxruntime_is_named_as_the_reason():
     onnxruntime_gpu.probe_provider.cache_clear()
     probe = onnxruntime_gpu.probe_provider("CUDAExecutionProvider")  # the real, CPU-only onnxruntime here

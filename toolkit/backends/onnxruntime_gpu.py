@@ -95,6 +95,7 @@ _LIBRARY_HINTS = (
     ("libnvrtc", "the CUDA runtime compiler (nvrtc) of CUDA {major}: onnxruntime-gpu's [cuda] extra"),
 )
 _MISSING_LIBRARY = re.compile(r"(lib[A-Za-z0-9_+-]+\.so(?:\.(\d+))?[.\d]*): cannot open shared object file")
+_ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 _ERROR_LINE = re.compile(r"EP Error|Failed to load|\[E:onnxruntime|error", re.I)
 
 
@@ -108,6 +109,7 @@ class ProviderProbe:
 def explain_provider_failure(provider: str, text: str) -> str:
     """One line from what onnxruntime (or the dynamic loader) said when `provider` did not start:
     the missing library and what provides it, else onnxruntime's first error line."""
+    text = _ANSI_COLOUR.sub("", text)  # onnxruntime colours its log lines on a terminal
     missing = _MISSING_LIBRARY.search(text)
     if missing:
         library, major = missing.group(1), missing.group(2) or "?"
