@@ -446,3 +446,20 @@ def test_junit_outcomes_keep_the_skip_and_failure_messages(tmp_path):
     assert outcomes == [("tests/test_tensorrt.py::test_a", "passed", ""),
                         ("tests/test_tensorrt.py::test_b[fp32]", "skipped", "needs a CUDA GPU"),
                         ("tests/test_battery.py::test_c", "failed", "assert 1e-3 <= 1e-4")]
+
+
+def test_a_failed_step_is_exit_1_and_names_the_step():
+    from toolkit.backends.registry import BackendStatus
+    from toolkit.errors import EXIT_CHECK_FAILED, EXIT_UNAVAILABLE, CheckFailed, UnavailableError
+    from toolkit.gpu_check import GpuCheckResult, Step, raise_for_verdict
+
+    usable = [BackendStatus("pytorch-cuda", True, "", "cuda", ("fp32",))]
+    failed = GpuCheckResult({}, usable, steps=[Step("tests", "ran"), Step("parity", "failed", "pytorch-cuda/fp32 fail: max |Δlogit| 0.2")])
+    with pytest.raises(CheckFailed, match="gpu-check failed: parity: pytorch-cuda/fp32 fail") as err:
+        raise_for_verdict(failed, "report.md")
+    assert err.value.exit_code == EXIT_CHECK_FAILED
+    raise_for_verdict(GpuCheckResult({}, usable, steps=[Step("parity", "ran")]), "report.md")  # passed: no error
+    nothing = GpuCheckResult({}, [BackendStatus("tensorrt", False, "not installed", "cuda", ("fp32",))])
+    with pytest.raises(UnavailableError, match="tensorrt: not installed") as err:
+        raise_for_verdict(nothing, "report.md")
+    assert err.value.exit_code == EXIT_UNAVAILABLE

@@ -251,30 +251,22 @@ def info(as_json):
 # --- gpu-check ----------------------------------------------------------------------------------
 
 @cli.command("gpu-check")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="artifacts/gpu-check", show_default=True,
-              help="Where gpu-check.json and gpu-check.md go.")
-@click.option("--tests/--no-tests", "run_tests", default=True, show_default=True,
-              help="Run the GPU-marked tests (pytest -m 'gpu or tensorrt'; needs the repository's tests/).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="artifacts/gpu-check", show_default=True)
+@click.option("--tests/--no-tests", "run_tests", default=True, show_default=True, help="Run pytest -m 'gpu or tensorrt' (needs tests/).")
 @_checkpoint_option
 @_artifacts_option
 @_data_dir_option
 def gpu_check(out_dir, run_tests, checkpoint, artifacts_dir, data_dir):
-    """Everything a GPU machine can check, in one report: which GPU backends are usable (and what
-    the others lack), the GPU-marked tests, the parity gate and a quick benchmark on every usable
-    GPU backend. Exit 1 when something failed, 3 when no GPU backend is usable (report written)."""
-    from toolkit.errors import CheckFailed, UnavailableError
-    from toolkit.gpu_check import run_gpu_check
+    """On a GPU machine: usable GPU backends (and what the others lack), GPU-marked tests, parity gate
+    and quick benchmark, in one JSON + Markdown report. Exit 1 on a failure, 3 when nothing can run."""
+    from toolkit.gpu_check import raise_for_verdict, run_gpu_check
     from toolkit.report.gpu_check import format_gpu_check, write_gpu_check_reports
 
     result = run_gpu_check(checkpoint=checkpoint, artifacts_dir=artifacts_dir, out_dir=out_dir, data_dir=data_dir, run_tests=run_tests)
     json_path, md_path = write_gpu_check_reports(result, out_dir)
     click.echo(format_gpu_check(result))
     click.echo(f"reports: {json_path}, {md_path}")
-    if result.verdict == "failed":
-        failed = [s for s in result.steps if s.status == "failed"]
-        raise CheckFailed(f"gpu-check failed: {failed[0].name}: {failed[0].detail}", f"see {md_path}")
-    if result.verdict == "nothing ran":
-        raise UnavailableError(f"no GPU backend is usable here ({'; '.join(result.missing)[:400]})", f"see {md_path}")
+    raise_for_verdict(result, md_path)
 
 
 # --- verify -------------------------------------------------------------------------------------

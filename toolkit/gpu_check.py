@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.backends import registry
-from toolkit.errors import ToolkitError
+from toolkit.errors import CheckFailed, ToolkitError, UnavailableError
 from toolkit.files import paths
 
 TEST_MARKERS = "gpu or tensorrt"
@@ -239,3 +239,12 @@ def run_gpu_check(
     _run_step(result, "bench", bench)
     return result
 
+
+def raise_for_verdict(result: GpuCheckResult, report_path: str | Path) -> None:
+    """The command's exit: CheckFailed (1) when a step failed, UnavailableError (3) when no GPU
+    backend is usable here; nothing when it passed."""
+    if result.verdict == "failed":
+        failed = [s for s in result.steps if s.status == "failed"]
+        raise CheckFailed(f"gpu-check failed: {failed[0].name}: {failed[0].detail}", f"see {report_path}")
+    if result.verdict == "nothing ran":
+        raise UnavailableError(f"no GPU backend is usable here ({'; '.join(result.missing)[:400]})", f"see {report_path}")
