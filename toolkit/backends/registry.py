@@ -38,7 +38,6 @@ class BackendStatus:
     precisions: tuple[str, ...]
 
 
-
 SPECS: tuple[BackendSpec, ...] = (
     BackendSpec("pytorch", "pytorch", "TorchBackend", "cpu", ("fp32",), "checkpoint", ("torch",), "pip install torch"),
     BackendSpec("pytorch-cuda", "pytorch", "TorchCudaBackend", "cuda", ("fp32", "fp16"), "checkpoint", ("torch",), "a CUDA build of torch and an NVIDIA GPU"),
