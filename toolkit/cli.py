@@ -155,14 +155,24 @@ _artifacts_option = click.option(
 @_checkpoint_option
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="artifacts", show_default=True, help="Output directory.")
 @click.option("--calibration-images", type=int, default=1000, show_default=True, help="int8: training images used for calibration.")
+@click.option("--calibration", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True,
+              help="int8, int8-cpu (ONNX): onnxruntime's calibrator for activation ranges (recorded in the metadata and manifest).")
+@click.option("--percentile", type=float, default=None, help="--calibration percentile: the cut, in percent (default 99.99).")
 @click.option("--min-batch", type=int, default=1, show_default=True, help="tensorrt: optimization profile minimum batch.")
 @click.option("--opt-batch", type=int, default=64, show_default=True, help="tensorrt: profile batch the kernels are tuned for.")
 @click.option("--max-batch", type=int, default=1024, show_default=True, help="tensorrt: profile maximum batch.")
 @click.option("--workspace-mb", type=int, default=1024, show_default=True, help="tensorrt: builder workspace limit (MiB).")
 @click.option("--strict-fp32", is_flag=True, help="tensorrt: disable TF32 so fp32 engines compute in true fp32.")
 @_data_dir_option
-def export(fmt, precision, checkpoint, out_dir, calibration_images, min_batch, opt_batch, max_batch, workspace_mb, strict_fp32, data_dir):
+def export(fmt, precision, checkpoint, out_dir, calibration_images, calibration, percentile, min_batch, opt_batch, max_batch,
+           workspace_mb, strict_fp32, data_dir):
     """Export the checkpoint to ONNX (fp32, fp16, int8 Q/DQ) or build TensorRT engines."""
+    from toolkit.errors import InputError
+
+    if percentile is not None and calibration != "percentile":
+        raise InputError("--percentile applies to --calibration percentile only", "add --calibration percentile or drop --percentile")
+    if fmt == "tensorrt" and (calibration != "minmax"):
+        raise InputError("--calibration applies to ONNX exports", "export the ONNX file with it first: `toolkit export --format onnx --precision int8 --calibration ...`")
 
     precisions = list(paths.ONNX_PRECISIONS if fmt == "onnx" else paths.PRECISIONS) if precision == "all" else [precision]
     if fmt == "onnx":
@@ -170,7 +180,8 @@ def export(fmt, precision, checkpoint, out_dir, calibration_images, min_batch, o
         from toolkit.report import format_export_result
 
         for p in precisions:
-            click.echo(format_export_result(export_onnx(checkpoint, p, out_dir, data_dir=data_dir, calibration_images=calibration_images)))
+            click.echo(format_export_result(export_onnx(checkpoint, p, out_dir, data_dir=data_dir, calibration_images=calibration_images,
+                                                        calibration=calibration, percentile=percentile)))
         return
     from toolkit.export.tensorrt import EngineOptions, build_engine_from_checkpoint
     from toolkit.report import format_engine_result
@@ -232,6 +243,49 @@ def eval_cmd(backends, precisions, batch_sizes, min_accuracy, max_logit_diff, mi
         first = f"{bad[0].backend}/{bad[0].precision} {bad[0].status}: {bad[0].reason}" if bad else "no pair passed"
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise CheckFailed(f"parity gate failed: {first}{more}; see the table above and {md_path}")
+
+
+# --- diagnose -----------------------------------------------------------------------------------
+
+@cli.command()
+@click.option("--backend", required=True, help="onnxruntime, openvino or tensorrt.")
+@click.option("--precision", required=True, help="fp16, int8, int8-cpu (or fp32).")
+@click.option("--images", "images", default="flipped", show_default=True,
+              help="'flipped': the test images this pair flipped in the last `toolkit eval` (parity.json) plus a fixed sample of 256 others; or N: the first N test images.")
+@click.option("--min-sqnr", type=float, default=None, help="SQNR threshold in dB for the verdict (default 15).")
+@click.option("--bisect", is_flag=True, help="Search the smallest set of nodes to keep in fp32 so a re-export passes the full parity gate.")
+@click.option("--write", is_flag=True, help="With --bisect: write the re-export as artifacts/mnist_cnn.<precision>-mixed.onnx (manifest entry).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="artifacts/diagnose", show_default=True,
+              help="Where <backend>-<precision>.json, .md and .png go.")
+@click.option("--threads", type=int, default=None, help="Runtime threads (default: all cores).")
+@_checkpoint_option
+@_artifacts_option
+@_data_dir_option
+def diagnose(backend, precision, images, min_sqnr, bisect, write, out_dir, threads, checkpoint, artifacts_dir, data_dir):
+    """Which layer breaks parity: every intermediate tensor against the fp32 ONNX's (SQNR, own vs
+    inherited error), the first below the threshold, and with --bisect the nodes to keep in fp32.
+    Exit 1 when a tensor is below the threshold or the exposure check fails."""
+    from toolkit.diagnose.analysis import DEFAULT_MIN_SQNR_DB
+    from toolkit.diagnose.run import diagnose as run_diagnose
+    from toolkit.diagnose.run import parse_images
+    from toolkit.files.store import check_writable_dir
+    from toolkit.report.diagnose import format_diagnosis, write_diagnosis_reports
+
+    if threads is not None and threads <= 0:
+        from toolkit.errors import InputError
+
+        raise InputError(f"--threads must be a positive integer, got {threads}", "omit it to use every core")
+    selection = parse_images(images)
+    check_writable_dir(out_dir, create=True)
+    result = run_diagnose(backend, precision, artifacts_dir, checkpoint, selection,
+                          DEFAULT_MIN_SQNR_DB if min_sqnr is None else min_sqnr, bisect, write, data_dir, threads)
+    paths_written = write_diagnosis_reports(result, out_dir)
+    click.echo(format_diagnosis(result))
+    click.echo(f"reports: {', '.join(str(p) for p in paths_written)} ({result.seconds:.1f} s)")
+    if result.verdict.tensor is not None or not result.exposure.passed:
+        from toolkit.errors import CheckFailed
+
+        raise CheckFailed(f"{backend}/{precision}: {result.verdict.message}", "see the report; --bisect finds the nodes to keep in fp32")
 
 
 # --- info ---------------------------------------------------------------------------------------
