@@ -101,10 +101,10 @@ def capture_tensorrt(model, names: list[str], images: np.ndarray, threads: int |
     import tensorrt as trt
     import torch
 
-    from toolkit.backends.tensorrt_env import create_builder
+    from toolkit.backends.tensorrt_env import create_with_logger, last_error, trt_logger
 
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = create_builder(logger)
+    logger = trt_logger()
+    builder = create_with_logger(trt.Builder, logger, "builder")
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(model.SerializeToString()):
@@ -130,8 +130,8 @@ def capture_tensorrt(model, names: list[str], images: np.ndarray, threads: int |
     config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise ModelFileError("TensorRT could not build the model with its tensors marked as outputs")
-    runtime = trt.Runtime(logger)
+        raise ModelFileError(f"TensorRT could not build the model with its tensors marked as outputs ({last_error(logger, 'no details logged')})")
+    runtime = create_with_logger(trt.Runtime, logger, "runtime")
     engine = runtime.deserialize_cuda_engine(serialized)
     if engine is None:
         raise ModelFileError("TensorRT could not deserialize the engine it just built")

@@ -163,6 +163,11 @@ def diagnose(
                             min_sqnr_db, exposure_tolerance(backend, precision))
     result = Diagnosis(backend, precision, str(candidate_path), str(reference_path), runtime, min_sqnr_db, indices, how,
                        found["tensors"], found["exposure"], found["verdict"], found["agreement"], 0.0)
+    if backend == "onnxruntime" and precision == "fp16":
+        result.notes.append("onnxruntime's CPU provider computes this fp16 graph in fp32: its optimized graph (checked with "
+                            "onnxruntime 1.32) widens the fp16 weights and keeps no fp16 activation between the input and "
+                            "the output, while the exposed graph stores every tensor in fp16, so the per-tensor errors are "
+                            "an upper bound; the exposure check says how far the two runs' logits are apart")
     if backend == "tensorrt":
         result.notes.append("TensorRT: the tensors come from an engine built from the ONNX file with every float "
                             "tensor marked as an output; the exposure check compares it with the exported engine")
@@ -250,9 +255,17 @@ def run_bisect(result: Diagnosis, backend: str, precision: str, artifacts_dir: P
         planned = registry.PlannedPair(backend, precision, path, True, "")
         # The gate's verdict is the worst over its batch sizes, so failing at the large batch alone
         # (a fifth of the time) is failing the gate; only a pass there pays for the whole gate.
-        judged = judge_pair(capture_pair(planned, images, (max(DEFAULT_BATCH_SIZES),), threads), ref, labels, tolerance)
-        if judged.status == "pass":
-            judged = judge_pair(capture_pair(planned, images, DEFAULT_BATCH_SIZES, threads), ref, labels, tolerance)
+        large, others = max(DEFAULT_BATCH_SIZES), [b for b in DEFAULT_BATCH_SIZES if b != max(DEFAULT_BATCH_SIZES)]
+        captured = capture_pair(planned, images, (large,), threads)
+        judged = judge_pair(captured, ref, labels, tolerance)
+        if judged.status == "pass" and others:
+            rest = capture_pair(planned, images, tuple(others), threads)
+            if rest.status == "ok":
+                captured.logits.update(rest.logits)
+                captured.seconds.update(rest.seconds)
+            else:
+                captured = rest
+            judged = judge_pair(captured, ref, labels, tolerance)
         return Trial(kept, judged.status == "pass", judged.reason, judged.accuracy, judged.agreement, judged.max_abs_logit)
 
     with tempfile.TemporaryDirectory(prefix="toolkit-bisect-") as tmp:
