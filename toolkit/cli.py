@@ -1,7 +1,8 @@
 """The command line: parse options, call one function, print its result, map errors to exit codes.
 
 Heavy modules (torch, onnx, runtimes) are imported inside the commands so `toolkit --help` is fast
-and works without optional packages.
+and works without optional packages. Over 400 lines: one short command per verb, all options in one
+place; the work lives in the modules the commands call.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ import traceback
 import click
 
 from toolkit import __version__
-from toolkit.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_UNAVAILABLE, ToolkitError
+from toolkit.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_UNAVAILABLE,
+    InputError,
+    ToolkitError,
+)
 from toolkit.files import paths
 from toolkit.train import TrainConfig
 
@@ -167,12 +175,8 @@ _artifacts_option = click.option(
 def export(fmt, precision, checkpoint, out_dir, calibration_images, calibration, percentile, min_batch, opt_batch, max_batch,
            workspace_mb, strict_fp32, data_dir):
     """Export the checkpoint to ONNX (fp32, fp16, int8 Q/DQ) or build TensorRT engines."""
-    from toolkit.errors import InputError
-
-    if percentile is not None and calibration != "percentile":
-        raise InputError("--percentile applies to --calibration percentile only", "add --calibration percentile or drop --percentile")
-    if fmt == "tensorrt" and (calibration != "minmax"):
-        raise InputError("--calibration applies to ONNX exports", "export the ONNX file with it first: `toolkit export --format onnx --precision int8 --calibration ...`")
+    if fmt == "tensorrt" and (calibration != "minmax" or percentile is not None):
+        raise InputError("--calibration applies to ONNX exports", "export the ONNX file with it first, then build the engine")
 
     precisions = list(paths.ONNX_PRECISIONS if fmt == "onnx" else paths.PRECISIONS) if precision == "all" else [precision]
     if fmt == "onnx":
@@ -250,42 +254,26 @@ def eval_cmd(backends, precisions, batch_sizes, min_accuracy, max_logit_diff, mi
 @cli.command()
 @click.option("--backend", required=True, help="onnxruntime, openvino or tensorrt.")
 @click.option("--precision", required=True, help="fp16, int8, int8-cpu (or fp32).")
-@click.option("--images", "images", default="flipped", show_default=True,
-              help="'flipped': the test images this pair flipped in the last `toolkit eval` (parity.json) plus a fixed sample of 256 others; or N: the first N test images.")
-@click.option("--min-sqnr", type=float, default=None, help="SQNR threshold in dB for the verdict (default 15).")
-@click.option("--bisect", is_flag=True, help="Search the smallest set of nodes to keep in fp32 so a re-export passes the full parity gate.")
-@click.option("--write", is_flag=True, help="With --bisect: write the re-export as artifacts/mnist_cnn.<precision>-mixed.onnx (manifest entry).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="artifacts/diagnose", show_default=True,
-              help="Where <backend>-<precision>.json, .md and .png go.")
+@click.option("--images", default="flipped", show_default=True, help="'flipped': this pair's flipped images in parity.json plus 256 fixed others; or N: the first N test images.")
+@click.option("--min-sqnr", type=float, default=None, help="SQNR threshold (dB) for the verdict (default 15: see the README).")
+@click.option("--bisect", is_flag=True, help="Find the smallest set of nodes to keep in fp32 so a re-export passes the full parity gate.")
+@click.option("--write", is_flag=True, help="With --bisect: write that re-export as artifacts/mnist_cnn.<precision>-mixed.onnx.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="artifacts/diagnose", show_default=True)
 @click.option("--threads", type=int, default=None, help="Runtime threads (default: all cores).")
 @_checkpoint_option
 @_artifacts_option
 @_data_dir_option
 def diagnose(backend, precision, images, min_sqnr, bisect, write, out_dir, threads, checkpoint, artifacts_dir, data_dir):
-    """Which layer breaks parity: every intermediate tensor against the fp32 ONNX's (SQNR, own vs
-    inherited error), the first below the threshold, and with --bisect the nodes to keep in fp32.
-    Exit 1 when a tensor is below the threshold or the exposure check fails."""
-    from toolkit.diagnose.analysis import DEFAULT_MIN_SQNR_DB
-    from toolkit.diagnose.run import diagnose as run_diagnose
-    from toolkit.diagnose.run import parse_images
+    """Which layer breaks parity: every tensor against the fp32 ONNX's; exit 1 when one is below the threshold."""
+    from toolkit.diagnose import diagnose as run_diagnose
     from toolkit.files.store import check_writable_dir
     from toolkit.report.diagnose import format_diagnosis, write_diagnosis_reports
 
-    if threads is not None and threads <= 0:
-        from toolkit.errors import InputError
-
-        raise InputError(f"--threads must be a positive integer, got {threads}", "omit it to use every core")
-    selection = parse_images(images)
-    check_writable_dir(out_dir, create=True)
-    result = run_diagnose(backend, precision, artifacts_dir, checkpoint, selection,
-                          DEFAULT_MIN_SQNR_DB if min_sqnr is None else min_sqnr, bisect, write, data_dir, threads)
-    paths_written = write_diagnosis_reports(result, out_dir)
-    click.echo(format_diagnosis(result))
-    click.echo(f"reports: {', '.join(str(p) for p in paths_written)} ({result.seconds:.1f} s)")
-    if result.verdict.tensor is not None or not result.exposure.passed:
-        from toolkit.errors import CheckFailed
-
-        raise CheckFailed(f"{backend}/{precision}: {result.verdict.message}", "see the report; --bisect finds the nodes to keep in fp32")
+    check_writable_dir(out_dir, create=True)  # before the work, not after it
+    result = run_diagnose(backend, precision, artifacts_dir, checkpoint, images, min_sqnr, bisect, write, data_dir, threads)
+    written = write_diagnosis_reports(result, out_dir)
+    click.echo(format_diagnosis(result) + f"\nreports: {', '.join(map(str, written))} ({result.seconds:.1f} s)")
+    result.raise_if_broken()
 
 
 # --- info ---------------------------------------------------------------------------------------

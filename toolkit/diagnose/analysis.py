@@ -87,6 +87,14 @@ class Diagnosis:
     bisect: object | None = None
     notes: list[str] = field(default_factory=list)
 
+    def raise_if_broken(self) -> None:
+        """CheckFailed (exit 1) when a tensor is below the threshold or the exposure check failed."""
+        if self.verdict.tensor is not None or not self.exposure.passed:
+            from toolkit.errors import CheckFailed
+
+            raise CheckFailed(f"{self.backend}/{self.precision}: {self.verdict.message}",
+                              "see the report; --bisect finds the nodes to keep in fp32")
+
 
 def sqnr_db(reference: np.ndarray, noise: np.ndarray) -> float:
     """20 log10(||reference|| / ||noise||): inf for no noise, -inf for non-finite noise."""
@@ -134,7 +142,7 @@ def own_recomputes(candidate, sites, reference_values: dict[str, np.ndarray], ru
             continue
         dtypes = {i.name: i.type.tensor_type.elem_type for i in layer.graph.input}
         feeds = {}
-        for name, source in zip(site.layer_inputs, site.layer_input_sources):
+        for name, source in zip(site.layer_inputs, site.layer_input_sources, strict=True):
             value = reference_values[source]
             feeds[name] = value.astype(np.float16 if dtypes.get(name) == TensorProto.FLOAT16 else np.float32)
         if set(feeds) != set(dtypes):

@@ -46,7 +46,7 @@ def capture_onnxruntime(model, names: list[str], images: np.ndarray, threads: in
     chunks = []
     for start in range(0, len(images), CHUNK):
         values = session.run(wanted, {INPUT_NAME: images[start : start + CHUNK]})
-        chunks.append(dict(zip(wanted, values)))
+        chunks.append(dict(zip(wanted, values, strict=True)))
     found = _concat(chunks)
     if INPUT_NAME in names:
         found[INPUT_NAME] = images

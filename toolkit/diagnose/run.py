@@ -124,7 +124,7 @@ def diagnose(
     artifacts_dir: str | Path = paths.ARTIFACTS_DIR,
     checkpoint: str | Path | None = None,
     images: str | int = "flipped",
-    min_sqnr_db: float = DEFAULT_MIN_SQNR_DB,
+    min_sqnr_db: float | None = None,
     bisect: bool = False,
     write: bool = False,
     data_dir=None,
@@ -139,6 +139,10 @@ def diagnose(
     from toolkit.data import load_split_uint8, to_model_input
 
     t0 = time.perf_counter()
+    images = parse_images(images) if isinstance(images, str) else images
+    min_sqnr_db = DEFAULT_MIN_SQNR_DB if min_sqnr_db is None else min_sqnr_db
+    if threads is not None and threads <= 0:
+        raise InputError(f"--threads must be a positive integer, got {threads}", "omit it to use every core")
     check_arguments(backend, precision, images, min_sqnr_db, bisect, write)
     status = registry.status(backend)
     if not status.available:
@@ -241,7 +245,14 @@ def run_bisect(result: Diagnosis, backend: str, precision: str, artifacts_dir: P
     from toolkit.backends import registry
     from toolkit.data import load_split_uint8, to_model_input
     from toolkit.files.checkpoint import load_state_dict
-    from toolkit.parity import DEFAULT_BATCH_SIZES, DEFAULT_TOLERANCES, capture_pair, judge_pair, reference_logits, tolerance_key
+    from toolkit.parity import (
+        DEFAULT_BATCH_SIZES,
+        DEFAULT_TOLERANCES,
+        capture_pair,
+        judge_pair,
+        reference_logits,
+        tolerance_key,
+    )
 
     load_state_dict(checkpoint)  # a bad checkpoint is bad input before any re-export
     images_u8, labels_u8 = load_split_uint8("test", data_dir)

@@ -167,12 +167,13 @@ def export_onnx(
     import onnx  # noqa: F401 - both are needed after the export: a missing one should stop it before the work
     import onnxruntime  # noqa: F401
 
+    from toolkit.export.quantize import DEFAULT_PERCENTILE, TRAIN_IMAGES, Calibration
     from toolkit.files.checkpoint import load_model
     from toolkit.files.store import check_writable_dir, sha256_bytes, sha256_file, write_artifact
 
-    from toolkit.export.quantize import DEFAULT_PERCENTILE, TRAIN_IMAGES, Calibration
-
     t0 = time.perf_counter()
+    if percentile is not None and calibration != "percentile":
+        raise InputError("--percentile applies to --calibration percentile only", "add --calibration percentile or drop --percentile")
     recipe = Calibration(calibration, calibration_images, DEFAULT_PERCENTILE if percentile is None else percentile)
     if precision in ("int8", "int8-cpu"):
         recipe.check()  # bad calibration options are bad input before the export's work

@@ -149,7 +149,9 @@ def diagnosis_plot(d) -> bytes:
 
 
 def write_diagnosis_reports(d, out_dir: str | os.PathLike) -> list[Path]:
-    out_dir = Path(out_dir)
+    from toolkit.files.store import check_writable_dir
+
+    out_dir = check_writable_dir(out_dir, create=True)
     stem = f"{d.backend}-{d.precision}"
     parents = [Path(d.model_path), Path(d.reference_path)]
     plot = diagnosis_plot(d)
