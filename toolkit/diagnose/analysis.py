@@ -144,7 +144,8 @@ def own_recomputes(candidate, sites, reference_values: dict[str, np.ndarray], ru
         feeds = {}
         for name, source in zip(site.layer_inputs, site.layer_input_sources, strict=True):
             value = reference_values[source]
-            feeds[name] = value.astype(np.float16 if dtypes.get(name) == TensorProto.FLOAT16 else np.float32)
+            with np.errstate(over="ignore"):  # a reference value beyond fp16's range is inf in the fp16 layer, too
+                feeds[name] = value.astype(np.float16 if dtypes.get(name) == TensorProto.FLOAT16 else np.float32)
         if set(feeds) != set(dtypes):
             continue
         out[site.name] = run_layer(layer, feeds)
@@ -190,32 +191,33 @@ def _db(value: float | None) -> str:
     return f"{value:.1f} dB"
 
 
-def compare_tensors(reference_model, candidate_model, reference_values, candidate_values, own_values) -> list[TensorError]:
-    from toolkit.diagnose.graph import match_tensors
+def _measure(index: int, site, reference_values, candidate_values, own_values) -> TensorError:
+    t = TensorError(index, site.name, site.op_type, site.candidate_node, site.candidate_tensor)
+    if site.candidate_tensor is None:
+        t.note = "not in the candidate (fused into the next layer)"
+        return t
+    if site.candidate_tensor not in candidate_values or site.name not in reference_values:
+        t.note = "not exposed by this runtime"
+        return t
+    ref, cand = reference_values[site.name], candidate_values[site.candidate_tensor]
+    if ref.shape != cand.shape:
+        t.note = f"shape {cand.shape} differs from the reference's {ref.shape}"
+        return t
+    for key, value in tensor_error(ref, cand).items():
+        setattr(t, key, value)
+    if site.name in own_values:
+        own = own_values[site.name]
+        t.own_sqnr_db = sqnr_db(ref, own.astype(np.float64) - ref)
+        t.inherited_sqnr_db = sqnr_db(ref, cand.astype(np.float64) - own)
+    elif site.candidate_node is None:  # the graph input: all of its error is its own quantization
+        t.own_sqnr_db, t.inherited_sqnr_db = t.sqnr_db, math.inf
+    return t
 
-    sites = match_tensors(reference_model, candidate_model)
-    tensors = []
-    for i, site in enumerate(sites):
-        t = TensorError(i, site.name, site.op_type, site.candidate_node, site.candidate_tensor)
-        if site.candidate_tensor is None:
-            t.note = "not in the candidate (fused into the next layer)"
-        elif site.candidate_tensor not in candidate_values or site.name not in reference_values:
-            t.note = "not exposed by this runtime"
-        else:
-            ref, cand = reference_values[site.name], candidate_values[site.candidate_tensor]
-            if ref.shape != cand.shape:
-                t.note = f"shape {cand.shape} differs from the reference's {ref.shape}"
-            else:
-                for key, value in tensor_error(ref, cand).items():
-                    setattr(t, key, value)
-                if site.name in own_values:
-                    own = own_values[site.name]
-                    t.own_sqnr_db = sqnr_db(ref, own.astype(np.float64) - ref)
-                    t.inherited_sqnr_db = sqnr_db(ref, cand.astype(np.float64) - own)
-                elif site.candidate_node is None:  # the graph input: all of its error is its own quantization
-                    t.own_sqnr_db, t.inherited_sqnr_db = t.sqnr_db, math.inf
-        tensors.append(t)
-    return tensors, sites
+
+def compare_tensors(sites, reference_values, candidate_values, own_values) -> list[TensorError]:
+    """One TensorError per matched site, in graph order."""
+    with np.errstate(over="ignore", invalid="ignore"):  # NaN/Inf (fp16 overflow) are counted, not warned about
+        return [_measure(i, site, reference_values, candidate_values, own_values) for i, site in enumerate(sites)]
 
 
 def select_images(parity: dict | None, backend: str, precision: str, count: int | None,
@@ -263,7 +265,7 @@ def diagnose_models(reference_model, candidate_model, images: np.ndarray, captur
     wanted = sorted({s.candidate_tensor for s in sites if s.candidate_tensor} | {OUTPUT_NAME})
     candidate_values = capture(candidate_model, wanted, images)
     own_values = own_recomputes(candidate_model, sites, reference_values, run_layer)
-    tensors, _ = compare_tensors(reference_model, candidate_model, reference_values, candidate_values, own_values)
+    tensors = compare_tensors(sites, reference_values, candidate_values, own_values)
     exposure = exposure_check(candidate_values[OUTPUT_NAME], plain_logits, reference_values[OUTPUT_NAME], exposure_tolerance)
     verdict = judge(tensors, min_sqnr_db, exposure)
     agreement = float((plain_logits.argmax(1) == reference_values[OUTPUT_NAME].argmax(1)).mean())

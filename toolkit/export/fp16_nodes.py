@@ -56,7 +56,8 @@ def convert_fp16(fp32_bytes: bytes, block_list: list[str] | tuple[str, ...] = ()
             return name
         out = f"{name}_fp16"
         if out not in new_inits:
-            array = numpy_helper.to_array(inits[name]).astype(np.float16)
+            with np.errstate(over="ignore"):  # a weight beyond fp16's range becomes inf, as in torch's .half()
+                array = numpy_helper.to_array(inits[name]).astype(np.float16)
             new_inits[out] = numpy_helper.from_array(array, out)
         return out
 
