@@ -276,6 +276,9 @@ def test_cli_writes_reports(tmp_path):
     (["--backend", "onnxruntime", "--precision", "fp32", "--bisect"], "--bisect"),
     (["--backend", "onnxruntime", "--precision", "int8", "--write"], "--bisect"),
     (["--backend", "onnxruntime", "--precision", "int8", "--min-sqnr", "nan"], "--min-sqnr"),
+    (["--backend", "onnxruntime", "--precision", "fp16", "--calibration", "entropy"], "--calibration"),
+    (["--backend", "onnxruntime", "--precision", "int8", "--percentile", "99.9"], "--percentile"),
+    (["--backend", "onnxruntime", "--precision", "int8", "--threads", "0"], "--threads"),
 ])
 def test_cli_bad_arguments(tmp_path, args, needle):
     proc = run_cli("diagnose", *args, "--artifacts", ARTIFACTS, "--out", tmp_path / "reports")

@@ -256,6 +256,8 @@ def eval_cmd(backends, precisions, batch_sizes, min_accuracy, max_logit_diff, mi
 @click.option("--precision", required=True, help="fp16, int8, int8-cpu (or fp32).")
 @click.option("--images", default="flipped", show_default=True, help="'flipped': this pair's flipped images in parity.json plus 256 fixed others; or N: the first N test images.")
 @click.option("--min-sqnr", type=float, default=None, help="SQNR threshold (dB) for the verdict (default 15: see the README).")
+@click.option("--calibration", type=click.Choice(["minmax", "entropy", "percentile"]), default=None, help="int8: diagnose the export this calibration makes (in memory).")
+@click.option("--percentile", type=float, default=None, help="With --calibration percentile: the cut (default 99.99).")
 @click.option("--bisect", is_flag=True, help="Find the smallest set of nodes to keep in fp32 so a re-export passes the full parity gate.")
 @click.option("--write", is_flag=True, help="With --bisect: write that re-export as artifacts/mnist_cnn.<precision>-mixed.onnx.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="artifacts/diagnose", show_default=True)
@@ -263,14 +265,17 @@ def eval_cmd(backends, precisions, batch_sizes, min_accuracy, max_logit_diff, mi
 @_checkpoint_option
 @_artifacts_option
 @_data_dir_option
-def diagnose(backend, precision, images, min_sqnr, bisect, write, out_dir, threads, checkpoint, artifacts_dir, data_dir):
+def diagnose(backend, precision, images, min_sqnr, calibration, percentile, bisect, write, out_dir, threads, checkpoint, artifacts_dir,
+             data_dir):
     """Which layer breaks parity: every tensor against the fp32 ONNX's; exit 1 when one is below the threshold."""
     from toolkit.diagnose import diagnose as run_diagnose
+    from toolkit.export.quantize import calibration_recipe
     from toolkit.files.store import check_writable_dir
     from toolkit.report.diagnose import format_diagnosis, write_diagnosis_reports
 
     check_writable_dir(out_dir, create=True)  # before the work, not after it
-    result = run_diagnose(backend, precision, artifacts_dir, checkpoint, images, min_sqnr, bisect, write, data_dir, threads)
+    result = run_diagnose(backend, precision, artifacts_dir, checkpoint, images, min_sqnr, bisect, write, data_dir, threads,
+                          calibration=calibration_recipe(calibration, percentile))
     written = write_diagnosis_reports(result, out_dir)
     click.echo(format_diagnosis(result) + f"\nreports: {', '.join(map(str, written))} ({result.seconds:.1f} s)")
     result.raise_if_broken()

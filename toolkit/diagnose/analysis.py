@@ -92,8 +92,8 @@ class Diagnosis:
         if self.verdict.tensor is not None or not self.exposure.passed:
             from toolkit.errors import CheckFailed
 
-            raise CheckFailed(f"{self.backend}/{self.precision}: {self.verdict.message}",
-                              "see the report; --bisect finds the nodes to keep in fp32")
+            fix = "see the report" + ("" if self.bisect is not None else "; --bisect finds the nodes to keep in fp32")
+            raise CheckFailed(f"{self.backend}/{self.precision}: {self.verdict.message}", fix)
 
 
 def sqnr_db(reference: np.ndarray, noise: np.ndarray) -> float:
@@ -227,12 +227,14 @@ def select_images(parity: dict | None, backend: str, precision: str, count: int 
     if count is not None:
         return list(range(min(count, test_size))), f"the first {min(count, test_size)} test images"
     flipped = []
-    for pair in parity.get("pairs", []):
+    for pair in (parity or {}).get("pairs", []):
         if pair.get("backend") == backend and pair.get("precision") == precision:
             flipped = sorted({int(f["index"]) for f in pair.get("flips", [])})
     rest = np.setdiff1d(np.arange(test_size), flipped)
     others = np.sort(np.random.default_rng(SAMPLE_SEED).choice(rest, size=min(sample, len(rest)), replace=False))
     images = sorted(set(flipped) | {int(i) for i in others})
+    if parity is None:
+        return images, f"{len(others)} fixed test images (seed {SAMPLE_SEED})"
     return images, f"{len(flipped)} flipped in parity.json + {len(others)} fixed others (seed {SAMPLE_SEED})"
 
 

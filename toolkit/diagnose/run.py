@@ -130,13 +130,16 @@ def diagnose(
     data_dir=None,
     threads: int | None = None,
     reexport=None,
+    calibration=None,
 ) -> Diagnosis:
     """Diagnose one (backend, precision) pair against the fp32 ONNX; see toolkit/diagnose/analysis.py.
 
-    `reexport(kept_fp32: list[str]) -> bytes` overrides how --bisect re-exports (the default reads
-    the recipe from the candidate's metadata); tests use it to bisect a deliberately broken recipe."""
+    `calibration` (a toolkit.export.quantize.Calibration, int8 and int8-cpu): diagnose the file that
+    calibration would make, exported in memory from the fp32 ONNX, instead of the one on disk (and
+    bisect with it). `reexport(kept_fp32: list[str]) -> bytes` overrides how --bisect re-exports
+    (the default reads the recipe from the candidate's metadata); tests use it to bisect a
+    deliberately broken recipe."""
     from toolkit.backends import registry
-    from toolkit.data import load_split_uint8, to_model_input
 
     t0 = time.perf_counter()
     images = parse_images(images) if isinstance(images, str) else images
@@ -144,22 +147,55 @@ def diagnose(
     if threads is not None and threads <= 0:
         raise InputError(f"--threads must be a positive integer, got {threads}", "omit it to use every core")
     check_arguments(backend, precision, images, min_sqnr_db, bisect, write)
+    if calibration is not None:
+        if precision not in ("int8", "int8-cpu") or backend not in BISECT_BACKENDS:
+            raise InputError("--calibration diagnoses an int8 or int8-cpu export made in memory",
+                             f"use it with --precision int8 or int8-cpu on {' or '.join(BISECT_BACKENDS)}")
+        calibration.check()
     status = registry.status(backend)
     if not status.available:
         raise UnavailableError(f"backend {backend} is unavailable: {status.reason}")
     artifacts_dir = Path(artifacts_dir)
     checkpoint = Path(checkpoint) if checkpoint else paths.checkpoint_path(artifacts_dir)
-    reference_path, candidate_path = paths.onnx_path("fp32", artifacts_dir), paths.onnx_path(precision, artifacts_dir)
+    reference_path = paths.onnx_path("fp32", artifacts_dir)
     reference_model = _load_onnx(reference_path, "fp32")
-    candidate_model = _load_onnx(candidate_path, precision)
-    plain_path = registry.model_path_for(backend, precision, artifacts_dir)
-    if not Path(plain_path).is_file():
-        raise ModelFileError(f"{plain_path} is missing", f"build it with `toolkit export --format tensorrt --precision {precision}`")
-    parity = read_parity(artifacts_dir, backend, precision) if images == "flipped" else None
+    with tempfile.TemporaryDirectory(prefix="toolkit-diagnose-") as tmp:
+        if calibration is None:
+            candidate_path = paths.onnx_path(precision, artifacts_dir)
+            candidate_model = _load_onnx(candidate_path, precision)
+            plain_path = Path(registry.model_path_for(backend, precision, artifacts_dir))
+            if not plain_path.is_file():
+                raise ModelFileError(f"{plain_path} is missing", f"build it with `toolkit export --format tensorrt --precision {precision}`")
+        else:
+            reexport = reexport or recipe_reexport(precision, reference_model.SerializeToString(), reference_model, data_dir, calibration)
+            candidate_path = plain_path = Path(tmp) / f"mnist_cnn.{precision}.onnx"
+            candidate_path.write_bytes(reexport([]))
+            candidate_model = _load_onnx(candidate_path, precision)
+        result = _diagnose_files(backend, precision, reference_path, reference_model, candidate_path, candidate_model,
+                                 plain_path, artifacts_dir, images, min_sqnr_db, data_dir, threads,
+                                 flipped_from_parity=calibration is None)
+        if calibration is not None:
+            result.model_path = f"(in memory) {precision} with {calibration.describe()}"
+            result.notes.append(f"the candidate is the {precision} export that calibration ({calibration.describe()}) "
+                                "would make, exported in memory from the fp32 ONNX; nothing is written unless --bisect --write")
+        if bisect:
+            result.bisect = run_bisect(result, backend, precision, artifacts_dir, checkpoint, reference_model, candidate_model,
+                                       candidate_path, data_dir, threads, write, reexport)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _diagnose_files(backend, precision, reference_path, reference_model, candidate_path, candidate_model, plain_path,
+                    artifacts_dir, images, min_sqnr_db, data_dir, threads, flipped_from_parity: bool) -> Diagnosis:
+    from toolkit.backends import registry
+    from toolkit.data import load_split_uint8, to_model_input
+
+    parity = None
+    if images == "flipped" and flipped_from_parity:
+        parity = read_parity(artifacts_dir, backend, precision)
     test_u8, _ = load_split_uint8("test", data_dir)
     indices, how = select_images(parity, backend, precision, None if images == "flipped" else int(images), test_size=len(test_u8))
     batch = to_model_input(test_u8[indices])
-
     with registry.create_backend(backend, precision, plain_path, threads=threads) as runner:
         plain_logits = _logits(runner, batch)
         runtime = runner.describe().runtime
@@ -175,16 +211,13 @@ def diagnose(
     if backend == "tensorrt":
         result.notes.append("TensorRT: the tensors come from an engine built from the ONNX file with every float "
                             "tensor marked as an output; the exposure check compares it with the exported engine")
-    if bisect:
-        result.bisect = run_bisect(result, backend, precision, artifacts_dir, checkpoint, reference_model, candidate_model,
-                                   data_dir, threads, write, reexport)
-    result.seconds = time.perf_counter() - t0
     return result
 
 
-def recipe_reexport(precision: str, fp32_bytes: bytes, candidate_model, data_dir):
-    """Re-export `precision` from the fp32 bytes with the candidate's recorded recipe, keeping the
-    given nodes in fp32: int8 by the quantizer's nodes_to_exclude, fp16 by node (block list)."""
+def recipe_reexport(precision: str, fp32_bytes: bytes, candidate_model, data_dir, calibration=None):
+    """Re-export `precision` from the fp32 bytes with the candidate's recorded recipe (or the given
+    calibration), keeping the given nodes in fp32: int8 by the quantizer's nodes_to_exclude, fp16 by
+    node (block list)."""
     from toolkit.export.onnx import finalize
 
     meta = {p.key: p.value for p in candidate_model.metadata_props}
@@ -202,7 +235,7 @@ def recipe_reexport(precision: str, fp32_bytes: bytes, candidate_model, data_dir
             from toolkit.export.quantize import Calibration, quantize_int8, quantize_int8_cpu
 
             quantize = quantize_int8 if precision == "int8" else quantize_int8_cpu
-            raw, extra = quantize(fp32_bytes, data_dir, Calibration.from_metadata(meta), nodes_to_exclude=kept)
+            raw, extra = quantize(fp32_bytes, data_dir, calibration or Calibration.from_metadata(meta), nodes_to_exclude=kept)
         return finalize(raw, precision, checkpoint_sha, extra)
 
     return reexport
@@ -241,7 +274,7 @@ def _speed(backend: str, precision: str, path: Path, images: np.ndarray, threads
 
 
 def run_bisect(result: Diagnosis, backend: str, precision: str, artifacts_dir: Path, checkpoint: Path, reference_model,
-               candidate_model, data_dir, threads, write: bool, reexport=None) -> BisectResult:
+               candidate_model, candidate_path: Path, data_dir, threads, write: bool, reexport=None) -> BisectResult:
     from toolkit.backends import registry
     from toolkit.data import load_split_uint8, to_model_input
     from toolkit.files.checkpoint import load_state_dict
@@ -293,11 +326,11 @@ def run_bisect(result: Diagnosis, backend: str, precision: str, artifacts_dir: P
 
         ranked = rank_nodes(result.tensors, bisect_candidates(precision, reference_model), result.min_sqnr_db)
         found = search(ranked, evaluate)
-        found.original = gate(Path(result.model_path), [])
+        found.original = gate(candidate_path, [])
         if found.kept_fp32 is not None:
             fixed_bytes = reexport(found.kept_fp32)
             trial_path.write_bytes(fixed_bytes)
-            found.original_speed = _speed(backend, precision, Path(result.model_path), images, threads)
+            found.original_speed = _speed(backend, precision, candidate_path, images, threads)
             found.fixed_speed = _speed(backend, precision, trial_path, images, threads)
             if write:
                 from toolkit.files.store import write_artifact

@@ -82,6 +82,17 @@ class Calibration:
                    percentile=float(meta.get("calibration_percentile", DEFAULT_PERCENTILE)))
 
 
+def calibration_recipe(method: str | None, percentile: float | None = None, images: int = 1000) -> Calibration | None:
+    """The CLI's --calibration/--percentile as a Calibration (None when neither is given)."""
+    from toolkit.errors import InputError
+
+    if percentile is not None and method != "percentile":
+        raise InputError("--percentile applies to --calibration percentile only", "add --calibration percentile or drop --percentile")
+    if method is None:
+        return None
+    return Calibration(method, images, DEFAULT_PERCENTILE if percentile is None else percentile).check()
+
+
 def _reader(batches):
     from onnxruntime.quantization import CalibrationDataReader
 
