@@ -170,6 +170,15 @@ def test_healthy_exports_have_no_layer_below_the_threshold(data_dir, backend, pr
     assert flipped <= set(d.images) and len(d.images) == len(flipped) + 256
 
 
+def test_calibration_option_diagnoses_an_export_made_in_memory(tmp_path, data_dir):
+    for name in ("mnist_cnn.pt", "mnist_cnn.fp32.onnx"):  # no int8 file and no parity.json needed
+        shutil.copy(ARTIFACTS / name, tmp_path / name)
+    d = diagnose("openvino", "int8-cpu", tmp_path, data_dir=data_dir, calibration=Calibration("percentile", images=200))
+    assert d.model_path.startswith("(in memory)") and "percentile 99.99" in d.model_path
+    assert d.exposure.passed and d.verdict.tensor is None and len(d.images) == 256
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mnist_cnn.fp32.onnx", "mnist_cnn.pt"]  # nothing written
+
+
 # --- deliberately broken exports: named, then fixed by the bisect ------------------------------
 
 @pytest.fixture(scope="module")
