@@ -1,8 +1,8 @@
 """The command line: parse options, call one function, print its result, map errors to exit codes.
 
 Heavy modules (torch, onnx, runtimes) are imported inside the commands so `toolkit --help` is fast
-and works without optional packages. Over 400 lines: one short command per verb, all options in one
-place; the work lives in the modules the commands call.
+and works without optional packages. The file runs over 400 lines: one short command per verb, all
+options in one place; the work lives in the modules the commands call.
 """
 
 from __future__ import annotations
