@@ -75,6 +75,7 @@ def format_diagnosis(d) -> str:
     ]
     measured = [t for t in d.tensors if t.sqnr_db is not None]
     worst = sorted(measured, key=lambda t: t.sqnr_db)[:WORST_SHOWN]
+    worst += [t for t in measured if t.tensor == d.verdict.tensor and t not in worst]  # the named one, always
     lines.append(f"worst {len(worst)} of {len(d.tensors)} tensors (SQNR; own: the layer recomputed from the reference's inputs):")
     lines.append(table(TENSOR_HEADERS, tensor_rows(d, sorted(worst, key=lambda t: t.index)), align="rlll" + "r" * 7))
     lines.append(f"verdict: {d.verdict.message}")
