@@ -263,6 +263,33 @@ def test_overflowing_fp16_is_named_and_the_bisect_fixes_it(overflowing_fp16_dir,
     assert b.written is None  # written only when asked
 
 
+def test_exposure_check_stops_a_verdict_the_unmodified_model_would_not_support(tmp_path, data_dir, test_images):
+    """layer2 x3e4 (weights still fit fp16, activations do not): exposed, every tensor is stored in
+    fp16 and conv2d_1 overflows. onnxruntime 1.32 computes the unmodified fp16 graph in fp32 on the
+    CPU, so there it does not, and diagnose must refuse to blame a layer. Should a later release
+    keep fp16 activations, both runs overflow alike and the layer must be named instead."""
+    import onnxruntime as ort
+
+    model = onnx.load(str(ARTIFACTS / "mnist_cnn.fp32.onnx"))
+    for init in model.graph.initializer:
+        factor = {"layer2.0.weight": 3e4, "layer2.0.bias": 3e4, "fc1.weight": 1 / 3e4}.get(init.name)
+        if factor:
+            init.CopyFrom(numpy_helper.from_array((numpy_helper.to_array(init) * np.float32(factor)).astype(np.float32), init.name))
+    fp32_bytes = model.SerializeToString()
+    (tmp_path / "mnist_cnn.fp32.onnx").write_bytes(fp32_bytes)
+    (tmp_path / "mnist_cnn.fp16.onnx").write_bytes(finalize(convert_fp16(fp32_bytes), "fp16", "test"))
+    plain = ort.InferenceSession(str(tmp_path / "mnist_cnn.fp16.onnx"), providers=["CPUExecutionProvider"])
+    plain_overflows = not np.isfinite(plain.run(None, {"input": test_images[0][:256]})[0]).all()
+    d = diagnose("onnxruntime", "fp16", tmp_path, images=256, data_dir=data_dir)
+    if plain_overflows:
+        assert d.exposure.passed and d.verdict.node == "node_conv2d_1"
+    else:
+        assert not d.exposure.passed and d.exposure.max_abs_logit == math.inf
+        assert d.verdict.tensor is None and "no layer is blamed" in d.verdict.message
+        with pytest.raises(Exception, match="no layer is blamed"):
+            d.raise_if_broken()
+
+
 # --- the CLI ------------------------------------------------------------------------------------
 
 def test_cli_writes_reports(tmp_path):
@@ -293,6 +320,15 @@ def test_cli_bad_arguments(tmp_path, args, needle):
     proc = run_cli("diagnose", *args, "--artifacts", ARTIFACTS, "--out", tmp_path / "reports")
     assert_one_line_error(proc, needle, code=2)
     assert not (tmp_path / "reports" / "manifest.json").exists()
+
+
+def test_cli_unavailable_backend_is_one_line(tmp_path):
+    from toolkit.backends import registry
+
+    if registry.status("tensorrt").available:
+        pytest.skip("TensorRT is usable here")
+    proc = run_cli("diagnose", "--backend", "tensorrt", "--precision", "int8", "--artifacts", ARTIFACTS, "--out", tmp_path)
+    assert_one_line_error(proc, "tensorrt", code=3)
 
 
 def test_cli_missing_parity_and_unknown_pair(tmp_path):
