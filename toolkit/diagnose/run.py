@@ -15,8 +15,7 @@ from toolkit.diagnose.bisect import BisectResult, Speed, Trial, rank_nodes, sear
 from toolkit.errors import InputError, ModelFileError, UnavailableError
 from toolkit.files import paths
 
-# Which runtime exposes the tensors for each backend the command accepts.
-RUNTIME_OF = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
+DIAGNOSE_BACKENDS = ("onnxruntime", "openvino", "tensorrt")  # the runtimes whose tensors capture.py can expose
 BISECT_BACKENDS = ("onnxruntime", "openvino")  # re-exports are gated as ONNX files; TensorRT would need an engine per trial
 BISECT_PRECISIONS = ("fp16", "int8", "int8-cpu")
 MIXED_SUFFIX = "-mixed"  # mnist_cnn.<precision>-mixed.onnx: the bisect's re-export, written only with --write
@@ -31,9 +30,9 @@ def check_arguments(backend: str, precision: str, images, min_sqnr_db: float, bi
 
     registry.get_spec(backend)
     registry.check_precision(precision)
-    if backend not in RUNTIME_OF:
+    if backend not in DIAGNOSE_BACKENDS:
         raise InputError(f"diagnose cannot expose {backend}'s intermediate tensors",
-                         f"use one of {', '.join(RUNTIME_OF)} (onnxruntime runs the same ONNX files on the CPU)")
+                         f"use one of {', '.join(DIAGNOSE_BACKENDS)} (onnxruntime runs the same ONNX files on the CPU)")
     if precision not in registry.get_spec(backend).precisions:
         raise InputError(f"backend {backend} does not run {precision}", f"it runs {', '.join(registry.get_spec(backend).precisions)}")
     if images != "flipped" and not (isinstance(images, int) and images > 0):
@@ -69,7 +68,7 @@ def read_parity(artifacts_dir: Path, backend: str, precision: str) -> dict:
     path = artifacts_dir / "parity.json"
     if not path.is_file():
         raise InputError(f"no parity.json in {artifacts_dir} to take the flipped images from",
-                         f"run `toolkit eval --backends {backend}` first, or pass --images N")
+                         f"run `toolkit eval --backend {backend}` first, or pass --images N")
     try:
         parity = json.loads(path.read_text(encoding="utf-8"))
         pairs = parity["pairs"]
@@ -78,7 +77,7 @@ def read_parity(artifacts_dir: Path, backend: str, precision: str) -> dict:
     if not any(isinstance(p, dict) and p.get("backend") == backend and p.get("precision") == precision
                and p.get("status") in ("pass", "fail") for p in pairs):
         raise InputError(f"{path} has no result for {backend}/{precision}",
-                         f"run `toolkit eval --backends {backend} --precisions {precision}`, or pass --images N")
+                         f"run `toolkit eval --backend {backend} --precision {precision}`, or pass --images N")
     return parity
 
 
@@ -109,12 +108,11 @@ def _capture_for(backend_name: str, precision: str, threads: int | None):
     from toolkit.backends import registry
     from toolkit.diagnose import capture
 
-    runtime = RUNTIME_OF[backend_name]
-    if runtime == "onnxruntime":
+    if backend_name == "onnxruntime":
         # The backend's own session settings (optimisations, the QDQ propagation it disables).
         options = registry.create_backend(backend_name, precision, threads=threads).session_options()
         return lambda model, names, images: capture.capture_onnxruntime(model, names, images, session_options=options)
-    runner = capture.RUNNERS[runtime]
+    runner = capture.RUNNERS[backend_name]
     return lambda model, names, images: runner(model, names, images, threads=threads)
 
 
