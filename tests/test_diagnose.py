@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import ARTIFACTS, assert_one_line_error, run_cli
+from conftest import REFERENCE, assert_one_line_error, run_cli
 from onnx import numpy_helper
 
 from toolkit.diagnose.analysis import DEFAULT_MIN_SQNR_DB, ExposureCheck, exposure_check, judge, sqnr_db
@@ -38,7 +38,7 @@ def _load(path):
 
 @pytest.fixture(scope="module")
 def committed():
-    return {p: _load(paths.onnx_path(p, ARTIFACTS)) for p in paths.ONNX_PRECISIONS}
+    return {p: _load(paths.onnx_path(p, REFERENCE)) for p in paths.ONNX_PRECISIONS}
 
 
 # --- matching, metrics, the search: pure functions --------------------------------------------
@@ -113,7 +113,7 @@ def test_fp16_by_node_matches_the_torch_export_and_keeps_blocked_nodes_in_fp32(c
     images = test_images[0][:512]
     fp32_bytes = committed["fp32"].SerializeToString()
     ours = ort.InferenceSession(convert_fp16(fp32_bytes), providers=["CPUExecutionProvider"])
-    torch_path = ort.InferenceSession(str(paths.onnx_path("fp16", ARTIFACTS)), providers=["CPUExecutionProvider"])
+    torch_path = ort.InferenceSession(str(paths.onnx_path("fp16", REFERENCE)), providers=["CPUExecutionProvider"])
     assert np.array_equal(ours.run(None, {"input": images})[0], torch_path.run(None, {"input": images})[0])
     blocked = onnx.load_from_string(convert_fp16(fp32_bytes, ["node_conv2d_1"]))
     conv = next(n for n in blocked.graph.node if n.name == "node_conv2d_1")
@@ -160,19 +160,19 @@ def test_export_cli_records_calibration_in_metadata_and_manifest(tmp_path, check
 
 @pytest.mark.parametrize("backend, precision", [("onnxruntime", "int8"), ("openvino", "int8-cpu"), ("onnxruntime", "fp16")])
 def test_healthy_exports_have_no_layer_below_the_threshold(data_dir, backend, precision):
-    d = diagnose(backend, precision, ARTIFACTS, data_dir=data_dir)
+    d = diagnose(backend, precision, REFERENCE, data_dir=data_dir)
     assert d.exposure.passed, d.exposure
     assert d.verdict.tensor is None and d.verdict.message.startswith("no layer below the threshold")
     measured = [t for t in d.tensors if t.sqnr_db is not None]
     assert len(measured) >= 8 and all(t.sqnr_db >= DEFAULT_MIN_SQNR_DB for t in measured)
-    parity = json.loads((ARTIFACTS / "parity.json").read_text())
+    parity = json.loads((REFERENCE / "parity.json").read_text())
     flipped = {f["index"] for p in parity["pairs"] if (p["backend"], p["precision"]) == (backend, precision) for f in p["flips"]}
     assert flipped <= set(d.images) and len(d.images) == len(flipped) + 256
 
 
 def test_calibration_option_diagnoses_an_export_made_in_memory(tmp_path, data_dir):
     for name in ("mnist_cnn.pt", "mnist_cnn.fp32.onnx"):  # no int8 file and no parity.json needed
-        shutil.copy(ARTIFACTS / name, tmp_path / name)
+        shutil.copy(REFERENCE / name, tmp_path / name)
     d = diagnose("openvino", "int8-cpu", tmp_path, data_dir=data_dir, calibration=Calibration("percentile", images=200))
     assert d.model_path.startswith("(in memory)") and "percentile 99.99" in d.model_path
     assert d.exposure.passed and d.verdict.tensor is None and len(d.images) == 256
@@ -185,7 +185,7 @@ def test_calibration_option_diagnoses_an_export_made_in_memory(tmp_path, data_di
 def broken_int8_dir(tmp_path_factory, data_dir):
     out = tmp_path_factory.mktemp("broken-int8")
     for name in ("mnist_cnn.pt", "mnist_cnn.fp32.onnx"):
-        shutil.copy(ARTIFACTS / name, out / name)
+        shutil.copy(REFERENCE / name, out / name)
     fp32_bytes = (out / "mnist_cnn.fp32.onnx").read_bytes()
     checkpoint_sha = sha256_file(out / "mnist_cnn.pt")
 
@@ -270,7 +270,7 @@ def test_exposure_check_stops_a_verdict_the_unmodified_model_would_not_support(t
     keep fp16 activations, both runs overflow alike and the layer must be named instead."""
     import onnxruntime as ort
 
-    model = onnx.load(str(ARTIFACTS / "mnist_cnn.fp32.onnx"))
+    model = onnx.load(str(REFERENCE / "mnist_cnn.fp32.onnx"))
     for init in model.graph.initializer:
         factor = {"layer2.0.weight": 3e4, "layer2.0.bias": 3e4, "fc1.weight": 1 / 3e4}.get(init.name)
         if factor:
@@ -293,7 +293,7 @@ def test_exposure_check_stops_a_verdict_the_unmodified_model_would_not_support(t
 # --- the CLI ------------------------------------------------------------------------------------
 
 def test_cli_writes_reports(tmp_path):
-    proc = run_cli("diagnose", "--backend", "openvino", "--precision", "int8", "--artifacts", ARTIFACTS, "--out", tmp_path)
+    proc = run_cli("diagnose", "--backend", "openvino", "--precision", "int8", "--artifacts", REFERENCE, "--out", tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "no layer below the threshold" in proc.stdout
     report = json.loads((tmp_path / "openvino-int8.json").read_text())
@@ -317,7 +317,7 @@ def test_cli_writes_reports(tmp_path):
     (["--backend", "onnxruntime", "--precision", "int8", "--threads", "0"], "--threads"),
 ])
 def test_cli_bad_arguments(tmp_path, args, needle):
-    proc = run_cli("diagnose", *args, "--artifacts", ARTIFACTS, "--out", tmp_path / "reports")
+    proc = run_cli("diagnose", *args, "--artifacts", REFERENCE, "--out", tmp_path / "reports")
     assert_one_line_error(proc, needle, code=2)
     assert not (tmp_path / "reports" / "manifest.json").exists()
 
@@ -327,13 +327,13 @@ def test_cli_unavailable_backend_is_one_line(tmp_path):
 
     if registry.status("tensorrt").available:
         pytest.skip("TensorRT is usable here")
-    proc = run_cli("diagnose", "--backend", "tensorrt", "--precision", "int8", "--artifacts", ARTIFACTS, "--out", tmp_path)
+    proc = run_cli("diagnose", "--backend", "tensorrt", "--precision", "int8", "--artifacts", REFERENCE, "--out", tmp_path)
     assert_one_line_error(proc, "tensorrt", code=3)
 
 
 def test_cli_missing_parity_and_unknown_pair(tmp_path):
     for name in ("mnist_cnn.pt", "mnist_cnn.fp32.onnx", "mnist_cnn.int8.onnx"):
-        shutil.copy(ARTIFACTS / name, tmp_path / name)
+        shutil.copy(REFERENCE / name, tmp_path / name)
     proc = run_cli("diagnose", "--backend", "onnxruntime", "--precision", "int8", "--artifacts", tmp_path, "--out", tmp_path / "d")
     assert_one_line_error(proc, "no parity.json", code=2)
     (tmp_path / "parity.json").write_text(json.dumps({"pairs": [{"backend": "openvino", "precision": "int8", "status": "pass"}]}))
@@ -355,6 +355,6 @@ def test_export_cli_calibration_errors(tmp_path):
 @pytest.mark.gpu
 @pytest.mark.tensorrt
 def test_tensorrt_capture_matches_the_engine(data_dir):
-    d = diagnose("tensorrt", "int8", ARTIFACTS, images=256, data_dir=data_dir)
+    d = diagnose("tensorrt", "int8", REFERENCE, images=256, data_dir=data_dir)
     assert d.exposure.passed, d.exposure
     assert sum(t.sqnr_db is not None for t in d.tensors) >= 8

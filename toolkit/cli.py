@@ -295,6 +295,27 @@ def info(as_json):
     click.echo(json_text(result).rstrip() if as_json else format_info(result))
 
 
+# --- gpu-check ----------------------------------------------------------------------------------
+
+@cli.command("gpu-check")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="artifacts/gpu-check", show_default=True)
+@click.option("--tests/--no-tests", "run_tests", default=True, show_default=True, help="Run pytest -m 'gpu or tensorrt' (needs tests/).")
+@_checkpoint_option
+@_artifacts_option
+@_data_dir_option
+def gpu_check(out_dir, run_tests, checkpoint, artifacts_dir, data_dir):
+    """On a GPU machine: usable GPU backends (and what the others lack), GPU-marked tests, parity gate
+    and quick benchmark, in one JSON + Markdown report. Exit 1 on a failure, 3 when nothing can run."""
+    from toolkit.gpu_check import raise_for_verdict, run_gpu_check
+    from toolkit.report.gpu_check import format_gpu_check, write_gpu_check_reports
+
+    result = run_gpu_check(checkpoint=checkpoint, artifacts_dir=artifacts_dir, out_dir=out_dir, data_dir=data_dir, run_tests=run_tests)
+    json_path, md_path = write_gpu_check_reports(result, out_dir)
+    click.echo(format_gpu_check(result))
+    click.echo(f"reports: {json_path}, {md_path}")
+    raise_for_verdict(result, md_path)
+
+
 # --- verify -------------------------------------------------------------------------------------
 
 @cli.command()
