@@ -348,6 +348,9 @@ def test_export_cli_calibration_errors(tmp_path):
     assert_one_line_error(proc, "--percentile applies", code=2)
     proc = run_cli("export", "--precision", "int8", "--calibration", "kl", "--out", tmp_path)
     assert_one_line_error(proc, "kl", code=2)
+    proc = run_cli("export", "--precision", "fp16", "--calibration", "entropy", "--out", tmp_path)
+    assert_one_line_error(proc, "int8 and int8-cpu", code=2)
+    assert not list(tmp_path.iterdir())
 
 
 # --- TensorRT: every network tensor marked as an output ----------------------------------------

@@ -175,8 +175,8 @@ _artifacts_option = click.option(
 def export(fmt, precision, checkpoint, out_dir, calibration_images, calibration, percentile, min_batch, opt_batch, max_batch,
            workspace_mb, strict_fp32, data_dir):
     """Export the checkpoint to ONNX (fp32, fp16, int8 Q/DQ) or build TensorRT engines."""
-    if fmt == "tensorrt" and (calibration != "minmax" or percentile is not None):
-        raise InputError("--calibration applies to ONNX exports", "export the ONNX file with it first, then build the engine")
+    if (fmt == "tensorrt" or precision in ("fp32", "fp16")) and (calibration != "minmax" or percentile is not None):
+        raise InputError("--calibration applies to ONNX int8 and int8-cpu exports", "use --format onnx --precision int8|int8-cpu|all")
 
     precisions = list(paths.ONNX_PRECISIONS if fmt == "onnx" else paths.PRECISIONS) if precision == "all" else [precision]
     if fmt == "onnx":
