@@ -3,10 +3,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import DATA_DIR, ROOT
+from helpers import DATA_DIR, REFERENCE
 
-ARTIFACTS = ROOT / "artifacts"
-CHECKPOINT = ARTIFACTS / "mnist_cnn.pt"
+CHECKPOINT = REFERENCE / "mnist_cnn.pt"
 
 
 def _cuda() -> bool:
@@ -40,7 +39,7 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def checkpoint() -> Path:
-    assert CHECKPOINT.is_file(), "the committed checkpoint artifacts/mnist_cnn.pt is missing"
+    assert CHECKPOINT.is_file(), "the committed checkpoint artifacts/reference/mnist_cnn.pt is missing"
     return CHECKPOINT
 
 

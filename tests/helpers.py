@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+# The committed reference run (checkpoint, exports, reports); commands write to artifacts/ by default.
+REFERENCE = ROOT / "artifacts" / "reference"
 DATA_DIR = Path(os.environ.get("TOOLKIT_DATA_DIR", ROOT / "data"))
 
 NUM_CLASSES = 10
