@@ -78,3 +78,11 @@ def test_regressions_list_only_the_regressed_cells():
     cmp = bench.compare_to_baseline(cur, base)
     assert [c.verdict for c in cmp.cells] == ["regressed", "improved", "unchanged"]
     assert [c.batch_size for c in cmp.regressions] == [1] and not cmp.passed
+
+
+def test_the_interval_has_the_requested_confidence():
+    base = report(cell("pytorch", "fp32", "", 1, 100.0, n=60))
+    cur = report(cell("pytorch", "fp32", "", 1, 100.0, seed=9, n=60))
+    narrow = bench.compare_to_baseline(cur, base, confidence=0.5).cells[0]
+    wide = bench.compare_to_baseline(cur, base, confidence=0.99).cells[0]
+    assert wide.ci_low < narrow.ci_low < narrow.ci_high < wide.ci_high

@@ -269,6 +269,7 @@ def test_cli_overrides_replace_one_field_in_every_row():
     out = override_tolerances(min_agreement=0.9)
     assert all(t.min_agreement == 0.9 and t.max_abs_logit == DEFAULT_TOLERANCES[k].max_abs_logit for k, t in out.items())
     assert override_tolerances() == DEFAULT_TOLERANCES
+    assert override_tolerances(min_agreement=0.0)["fp32"].min_agreement == 0.0  # both ends of [0, 1] are allowed
     assert override_tolerances(max_abs_logit=0.0, min_agreement=1.0)["int8"] == Tolerance(1.0, 0.0, 0.3)
     for bad in (dict(max_abs_logit=-1e-9), dict(max_abs_logit=float("nan")), dict(min_agreement=1.01), dict(min_agreement=-0.1)):
         with pytest.raises(InputError):

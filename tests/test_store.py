@@ -285,3 +285,9 @@ def test_json_and_text_artifacts_are_recorded_like_any_artifact(tmp_path):
     assert entries["r.json"]["kind"] == "report" and entries["r.md"]["kind"] == "report-md"
     assert entries["r.json"]["parents"] == entries["r.md"]["parents"] == {"p.bin": store.sha256_bytes(b"p")}
     assert entries["r.md"]["sha256"] == store.sha256_bytes(b"# report\n")
+
+
+def test_a_manifest_without_a_version_gets_one_on_the_next_write(tmp_path):
+    (tmp_path / store.MANIFEST_NAME).write_text('{"artifacts": {}}')
+    store.write_artifact(tmp_path / "a", lambda t: t.write_bytes(b"x"), kind="k")
+    assert store.read_manifest(tmp_path)["version"] == store.MANIFEST_VERSION
