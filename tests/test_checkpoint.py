@@ -91,3 +91,25 @@ def test_keys_shapes_dtypes_and_values_must_be_the_cnns(state):
             validate_state_dict({**state, "layer1.0.weight": weights})
     validate_state_dict({k: v.double() for k, v in state.items()})  # any floating dtype is fine (fp64, fp16)
     validate_state_dict({k: v.half() for k, v in state.items()})
+
+
+def test_code_stays_refused_when_the_environment_asks_torch_for_full_unpickling(tmp_path, monkeypatch, capsys):
+    # torch reads TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD when weights_only is left to its default: passing it
+    # explicitly is what keeps the restricted unpickler on whatever the environment says
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    with pytest.raises(CheckpointError, match="contains code"):
+        load_state_dict(write(tmp_path, {"fc1.bias": _Payload()}))
+    assert "this must never run" not in capsys.readouterr().out
+
+
+def test_size_limit_is_inclusive_and_messages_name_the_file(tmp_path, state):
+    at_limit = tmp_path / "at-limit.pt"
+    with open(at_limit, "wb") as fh:
+        fh.truncate(MAX_CHECKPOINT_BYTES)
+    with pytest.raises(CheckpointError) as err:
+        load_state_dict(at_limit)
+    assert "far too large" not in str(err.value)  # refused for its content, not its size
+    path = write(tmp_path, {k: v for k, v in state.items() if k != "fc1.bias"}, "partial.pt")
+    with pytest.raises(CheckpointError, match="missing fc1.bias") as err:
+        load_state_dict(path)
+    assert str(path) in str(err.value)
