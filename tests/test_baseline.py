@@ -86,3 +86,16 @@ def test_the_interval_has_the_requested_confidence():
     narrow = bench.compare_to_baseline(cur, base, confidence=0.5).cells[0]
     wide = bench.compare_to_baseline(cur, base, confidence=0.99).cells[0]
     assert wide.ci_low < narrow.ci_low < narrow.ci_high < wide.ci_high
+
+
+def test_a_faster_median_without_confidence_is_not_an_improvement():
+    def few(samples_us):
+        c = cell("pytorch", "fp32", "", 1, 1.0)
+        seconds = np.asarray(samples_us, dtype=np.float64) * 1e-6
+        c.latency, c.samples_ns = bench.LatencyStats.from_seconds(seconds), [int(v * 1000) for v in samples_us]
+        return c
+
+    cmp = bench.compare_to_baseline(report(few([40, 66, 33, 45, 58])), report(few([50, 80, 40, 55, 70])))
+    row = cmp.cells[0]
+    assert row.ratio < 1 / 1.1 and 1 < row.ci_high < 2  # 18% faster by the median, but 5 calls prove nothing
+    assert row.verdict == "unchanged"

@@ -291,3 +291,23 @@ def test_a_manifest_without_a_version_gets_one_on_the_next_write(tmp_path):
     (tmp_path / store.MANIFEST_NAME).write_text('{"artifacts": {}}')
     store.write_artifact(tmp_path / "a", lambda t: t.write_bytes(b"x"), kind="k")
     assert store.read_manifest(tmp_path)["version"] == store.MANIFEST_VERSION
+
+
+def test_the_temp_file_is_staged_beside_its_target_under_the_temp_prefix(tmp_path):
+    # os.replace is atomic only within one filesystem: the temp file must live in the target's directory
+    seen: list[Path] = []
+
+    def write(tmp: Path) -> None:
+        seen.append(tmp)
+        tmp.write_bytes(b"x")
+
+    store.atomic_write(tmp_path / "m.onnx", write)
+    store.write_artifact(tmp_path / "e.engine", write, kind="k")
+    for tmp, name in zip(seen, ("m.onnx", "e.engine"), strict=True):
+        assert tmp.parent == tmp_path and tmp.name.startswith(f"{store.TEMP_PREFIX}{name}.")
+    assert leftovers(tmp_path) == []
+
+
+def test_a_read_only_directory_is_refused_before_any_work(readonly_dir):
+    with pytest.raises(OutputError, match="cannot write to"):
+        store.check_writable_dir(readonly_dir)
