@@ -288,21 +288,49 @@ def verify(directory):
 @click.option("--threshold", type=float, default=0.10, show_default=True, help="Regression threshold for --baseline (0.10 = 10%).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="artifacts/bench", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress lines.")
+@click.option("--peak/--no-peak", default=True, help="Measure this machine's fp32/int8 peak and report each cell's % of it.  [default: on]")
+@click.option("--tune", is_flag=True, help="Search each pair's settings instead of sweeping; writes OUT/tuned.json.  [batch sizes default: 1,256]")
+@click.option("--budget", type=float, default=None, help="Seconds for --tune, shared over the searches.  [default: 480]")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="A tuned.json: add 'tuned' rows with its settings beside the defaults.")
 @_checkpoint_option
 @_artifacts_option
 @_data_dir_option
 def bench(backends, precisions, batch_sizes, warmup, iterations, min_seconds, threads, quick, torch_compile, direct, baseline,
-          threshold, out_dir, quiet, checkpoint, artifacts_dir, data_dir):
+          threshold, out_dir, quiet, peak, tune, budget, config_file, checkpoint, artifacts_dir, data_dir):
     """Latency and throughput of every available (backend, precision) pair over a batch-size sweep."""
     from toolkit.bench import BenchConfig, Warmup, compare_to_baseline, load_report, run_bench, summarize
     from toolkit.errors import CheckFailed, InputError
     from toolkit.files.store import check_writable_dir
     from toolkit.report import format_bench, write_bench_reports
 
+    if tune:
+        if baseline or config_file or quick:
+            raise InputError("--tune searches settings; it takes no --baseline, --config or --quick", "run the search alone, then `toolkit bench --config OUT/tuned.json`")
+        from toolkit.bench.tune import DEFAULT_BUDGET_S, DEFAULT_BATCH_SIZES, run_tune
+        from toolkit.report import format_tuned, write_tuned
+
+        check_writable_dir(out_dir, create=True)
+        tuned = run_tune(DEFAULT_BUDGET_S if budget is None else budget, _split_list(backends, "backend"), _split_list(precisions, "precision"),
+                         _batch_sizes(batch_sizes) if batch_sizes is not None else DEFAULT_BATCH_SIZES, checkpoint=checkpoint,
+                         artifacts_dir=artifacts_dir, data_dir=data_dir,
+                         progress=None if quiet else (lambda line: click.echo(f"bench: {line}", err=True)))
+        path = write_tuned(tuned, os.path.join(out_dir, "tuned.json"))
+        click.echo(format_tuned(tuned))
+        click.echo(f"tuned settings: {path}")
+        return
+    if budget is not None:
+        raise InputError("--budget is for --tune", "add --tune, or drop --budget")
+    tuned_file = None
+    if config_file:
+        from toolkit.bench.tuned import load_tuned
+
+        tuned_file = load_tuned(config_file)
     options = dict(
         batch_sizes=_batch_sizes(batch_sizes) if batch_sizes is not None else None,
         warmup=Warmup.parse(warmup) if warmup is not None else None,
         iterations=iterations, min_seconds=min_seconds, threads=threads, torch_compile=torch_compile, direct=direct,
+        peak=peak, tuned=tuned_file,
     )
     config = BenchConfig.quick_defaults(**options) if quick else BenchConfig(**{k: v for k, v in options.items() if v is not None})
     if threshold is None or not math.isfinite(threshold) or threshold < 0:

@@ -68,6 +68,7 @@ def cuda_provider_options(device_id: int = 0, strict_fp32: bool = False) -> dict
 class OrtCudaBackend(OrtCpuBackend):
     name = "onnxruntime-cuda"
     device = "cuda"
+    OPTIONS = None  # provider options (strict_fp32, cuda_graph, engine profile) are not searched here
     provider = "CUDAExecutionProvider"
 
     def providers(self) -> list:
