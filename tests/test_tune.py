@@ -12,7 +12,14 @@ from conftest import assert_one_line_error, run_cli
 from toolkit import bench
 from toolkit.backends import registry
 from toolkit.bench import tune
-from toolkit.bench.tuned import TUNED_SCHEMA, TunedEntry, TunedFile, load_tuned, tuned_from_dict, tuned_to_dict
+from toolkit.bench.tuned import (
+    TUNED_SCHEMA,
+    TunedEntry,
+    TunedFile,
+    load_tuned,
+    tuned_from_dict,
+    tuned_to_dict,
+)
 from toolkit.errors import InputError
 from toolkit.files.store import json_text
 

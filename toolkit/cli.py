@@ -304,33 +304,26 @@ def bench(backends, precisions, batch_sizes, warmup, iterations, min_seconds, th
     from toolkit.files.store import check_writable_dir
     from toolkit.report import format_bench, write_bench_reports
 
-    if tune:
-        if baseline or config_file or quick:
-            raise InputError("--tune searches settings; it takes no --baseline, --config or --quick", "run the search alone, then `toolkit bench --config OUT/tuned.json`")
-        from toolkit.bench.tune import DEFAULT_BUDGET_S, DEFAULT_BATCH_SIZES, run_tune
+    if tune:  # the configuration search instead of the sweep: tuned.json, for --config and deployments
+        from toolkit.bench.tune import run_tune
         from toolkit.report import format_tuned, write_tuned
 
+        if baseline or config_file or quick:
+            raise InputError("--tune takes no --baseline, --config or --quick", "run the search alone, then `toolkit bench --config OUT/tuned.json`")
         check_writable_dir(out_dir, create=True)
-        tuned = run_tune(DEFAULT_BUDGET_S if budget is None else budget, _split_list(backends, "backend"), _split_list(precisions, "precision"),
-                         _batch_sizes(batch_sizes) if batch_sizes is not None else DEFAULT_BATCH_SIZES, checkpoint=checkpoint,
-                         artifacts_dir=artifacts_dir, data_dir=data_dir,
-                         progress=None if quiet else (lambda line: click.echo(f"bench: {line}", err=True)))
-        path = write_tuned(tuned, os.path.join(out_dir, "tuned.json"))
-        click.echo(format_tuned(tuned))
-        click.echo(f"tuned settings: {path}")
+        tuned = run_tune(budget, _split_list(backends, "backend"), _split_list(precisions, "precision"), batch_sizes and _batch_sizes(batch_sizes),
+                         checkpoint, artifacts_dir, data_dir, progress=None if quiet else (lambda line: click.echo(f"bench: {line}", err=True)))
+        click.echo(format_tuned(tuned) + f"\ntuned settings: {write_tuned(tuned, os.path.join(out_dir, 'tuned.json'))}")
         return
     if budget is not None:
         raise InputError("--budget is for --tune", "add --tune, or drop --budget")
-    tuned_file = None
-    if config_file:
-        from toolkit.bench.tuned import load_tuned
+    from toolkit.bench.tuned import load_tuned
 
-        tuned_file = load_tuned(config_file)
     options = dict(
         batch_sizes=_batch_sizes(batch_sizes) if batch_sizes is not None else None,
         warmup=Warmup.parse(warmup) if warmup is not None else None,
         iterations=iterations, min_seconds=min_seconds, threads=threads, torch_compile=torch_compile, direct=direct,
-        peak=peak, tuned=tuned_file,
+        peak=peak, tuned=load_tuned(config_file) if config_file else None,
     )
     config = BenchConfig.quick_defaults(**options) if quick else BenchConfig(**{k: v for k, v in options.items() if v is not None})
     if threshold is None or not math.isfinite(threshold) or threshold < 0:

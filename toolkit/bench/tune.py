@@ -251,10 +251,10 @@ def _opener(planned, batch: np.ndarray):
 
 
 def run_tune(
-    budget_s: float = DEFAULT_BUDGET_S,
+    budget_s: float | None = DEFAULT_BUDGET_S,
     backends: list[str] | None = None,
     precisions: list[str] | None = None,
-    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES,
+    batch_sizes: tuple[int, ...] | None = DEFAULT_BATCH_SIZES,
     checkpoint=None,
     artifacts_dir=None,
     data_dir=None,
@@ -262,7 +262,7 @@ def run_tune(
     progress: Callable[[str], None] | None = None,
 ):
     """Search every available CPU (backend, precision) pair at each batch size within `budget_s`
-    seconds; returns a TunedFile (see toolkit.bench.tuned)."""
+    seconds (None: the defaults); returns a TunedFile (see toolkit.bench.tuned)."""
     from toolkit import env, parity
     from toolkit.backends import registry
     from toolkit.bench.sweep import benchmark_images, capture_environment
@@ -271,6 +271,8 @@ def run_tune(
     from toolkit.errors import InputError
     from toolkit.files import paths
 
+    budget_s = DEFAULT_BUDGET_S if budget_s is None else budget_s
+    batch_sizes = DEFAULT_BATCH_SIZES if batch_sizes is None else tuple(batch_sizes)
     if not (isinstance(budget_s, (int, float)) and np.isfinite(budget_s) and budget_s > 0):
         raise InputError(f"--budget must be a positive number of seconds, got {budget_s}", "pass e.g. --budget 480")
     if not batch_sizes or any(not isinstance(b, int) or b < 1 for b in batch_sizes):
