@@ -244,7 +244,7 @@ def run_bench(
     environment = capture_environment()
     notes = []
     if config.direct:
-        notes.append(f"'direct' rows call the runtime's own Python API on the same model, settings and data; they alternate with the toolkit's row in {PAIRED_BLOCKS} blocks")
+        notes.append(f"'direct' rows call the runtime's own Python API on the toolkit backend's own session (same model, settings, thread pool and data); they alternate with the toolkit's row in {PAIRED_BLOCKS} blocks, in ABBA order")
     if config.torch_compile:
         notes.append(f"'compile' rows: torch.compile(mode={TORCH_COMPILE_MODE!r}); compilation happens during warm-up")
     settings = BenchSettings(
