@@ -96,9 +96,32 @@ def test_peak_survives_the_json_round_trip():
 
 
 def test_schema_document_names_every_peak_field():
+    from toolkit.bench.profile import NodeTime, RuntimeProfile
     from toolkit.bench.summary import TunedGain
 
     doc = (ROOT / "docs" / "bench-schema.md").read_text(encoding="utf-8")
-    for cls in (pk.PeakReport, pk.Peak, pk.PathRate, pk.ModelOps, pk.LayerOps, TunedGain):
+    for cls in (pk.PeakReport, pk.Peak, pk.PathRate, pk.ModelOps, pk.LayerOps, TunedGain, RuntimeProfile, NodeTime):
         for f in dataclasses.fields(cls):
             assert f"`{f.name}`" in doc, f"{cls.__name__}.{f.name} is not documented in docs/bench-schema.md"
+
+
+# --- per-node profiles from the runtimes' own profilers ---------------------------------------------
+
+def test_runtime_profiles_say_which_nodes_run_in_int8(exported_dir, test_images):
+    from toolkit.backends import registry
+    from toolkit.bench.profile import profile_pairs, profiles_from_dicts
+    from toolkit.files.store import to_jsonable
+
+    backends = [b for b in ("onnxruntime", "openvino") if registry.status(b).available]
+    planned = registry.plan_pairs(backends, ["fp32", "int8"], exported_dir / "mnist_cnn.pt", exported_dir)
+    profiles = profile_pairs(planned, test_images[0][:8], threads=1)
+    assert {(p.backend, p.precision) for p in profiles} == {(b, q) for b in backends for q in ("fp32", "int8")}
+    for p in profiles:
+        assert not p.message and p.nodes and p.total_ms_per_call > 0 and p.batch_size == 8
+        assert sum(n.share for n in p.nodes) == pytest.approx(1.0)
+        low = {n.dtype.lower() for n in p.nodes}
+        if p.precision == "int8":
+            assert low & {"uint8", "int8", "i8", "u8"}, (p.backend, low)  # the profile shows the integer kernels
+        else:
+            assert not low & {"uint8", "int8", "i8", "u8"}, (p.backend, low)
+    assert profiles_from_dicts(to_jsonable(profiles)) == profiles

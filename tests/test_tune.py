@@ -213,7 +213,7 @@ def test_a_bad_tuned_file_is_a_one_line_error(tmp_path):
 def test_config_adds_tuned_rows_and_their_gain(exported_dir, checkpoint, data_dir):
     tuned = _tuned()
     config = bench.BenchConfig(batch_sizes=(1,), warmup=bench.Warmup(count=2), iterations=20, min_seconds=0.02, torch_compile=False,
-                               direct=False, peak=False, tuned=tuned)
+                               direct=False, peak=False, profile=False, tuned=tuned)
     report = bench.run_bench(config, ["onnxruntime"], ["fp32"], checkpoint=checkpoint, artifacts_dir=exported_dir, data_dir=data_dir)
     assert {(c.variant, c.batch_size, c.status) for c in report.cells} == {("", 1, "ok"), ("tuned", 1, "ok")}
     cell = report.cell("onnxruntime", "fp32", "tuned", 1)

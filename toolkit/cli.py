@@ -289,6 +289,7 @@ def verify(directory):
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="artifacts/bench", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 @click.option("--peak/--no-peak", default=True, help="Measure this machine's fp32/int8 peak and report each cell's % of it.  [default: on]")
+@click.option("--profile/--no-profile", default=None, help="Per-node runtime profiles at the largest batch.  [default: on; --quick: off]")
 @click.option("--tune", is_flag=True, help="Search each pair's settings instead of sweeping; writes OUT/tuned.json.  [batch sizes default: 1,256]")
 @click.option("--budget", type=float, default=None, help="Seconds for --tune, shared over the searches.  [default: 480]")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
@@ -297,7 +298,7 @@ def verify(directory):
 @_artifacts_option
 @_data_dir_option
 def bench(backends, precisions, batch_sizes, warmup, iterations, min_seconds, threads, quick, torch_compile, direct, baseline,
-          threshold, out_dir, quiet, peak, tune, budget, config_file, checkpoint, artifacts_dir, data_dir):
+          threshold, out_dir, quiet, peak, profile, tune, budget, config_file, checkpoint, artifacts_dir, data_dir):
     """Latency and throughput of every available (backend, precision) pair over a batch-size sweep."""
     from toolkit.bench import BenchConfig, Warmup, compare_to_baseline, load_report, run_bench, summarize
     from toolkit.errors import CheckFailed, InputError
@@ -323,7 +324,7 @@ def bench(backends, precisions, batch_sizes, warmup, iterations, min_seconds, th
         batch_sizes=_batch_sizes(batch_sizes) if batch_sizes is not None else None,
         warmup=Warmup.parse(warmup) if warmup is not None else None,
         iterations=iterations, min_seconds=min_seconds, threads=threads, torch_compile=torch_compile, direct=direct,
-        peak=peak, tuned=load_tuned(config_file) if config_file else None,
+        peak=peak, profile=profile, tuned=load_tuned(config_file) if config_file else None,
     )
     config = BenchConfig.quick_defaults(**options) if quick else BenchConfig(**{k: v for k, v in options.items() if v is not None})
     if threshold is None or not math.isfinite(threshold) or threshold < 0:

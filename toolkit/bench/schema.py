@@ -99,6 +99,7 @@ class BenchConfig:
     quick: bool = False
     max_stored_samples: int = MAX_STORED_SAMPLES
     peak: bool = True  # measure this machine's peak and report each cell's share of it
+    profile: bool = True  # per-node profiles (runtime profilers) of the CPU runtimes at the largest batch
     tuned: object | None = None  # a toolkit.bench.tuned.TunedFile: add its rows ("tuned") beside the defaults
 
     def __post_init__(self):
@@ -117,7 +118,7 @@ class BenchConfig:
     def quick_defaults(cls, **overrides) -> BenchConfig:
         """A small sweep that finishes in well under a minute (no torch.compile: it compiles for seconds)."""
         base = dict(batch_sizes=QUICK_BATCH_SIZES, warmup=Warmup.parse(QUICK_WARMUP), iterations=QUICK_ITERATIONS,
-                    min_seconds=QUICK_MIN_SECONDS, torch_compile=False, quick=True)
+                    min_seconds=QUICK_MIN_SECONDS, torch_compile=False, quick=True, profile=False)
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
 
@@ -283,6 +284,7 @@ class BenchReport:
     pairs: list[PairInfo]
     cells: list[BenchCell]
     peak: object | None = None  # toolkit.bench.peak.PeakReport: this machine's measured peaks and the model's operation count
+    profiles: list = field(default_factory=list)  # toolkit.bench.profile.RuntimeProfile per profiled pair
     schema: str = SCHEMA
     schema_version: int = SCHEMA_VERSION
 
@@ -346,11 +348,12 @@ def report_from_dict(data: dict, source: str = "benchmark JSON") -> BenchReport:
                 _check_ok_cell(cell)
             cells.append(cell)
         from toolkit.bench.peak import peak_report_from_dict
+        from toolkit.bench.profile import profiles_from_dicts
 
         return BenchReport(
             environment=_build(Environment, data["environment"]), settings=_build(BenchSettings, data["settings"]),
             pairs=[_build(PairInfo, p) for p in data["pairs"]], cells=cells,
-            peak=peak_report_from_dict(data["peak"]) if data.get("peak") else None,
+            peak=peak_report_from_dict(data["peak"]) if data.get("peak") else None, profiles=profiles_from_dicts(data.get("profiles")),
         )
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise InputError(f"{source} is not a valid toolkit benchmark JSON (bad or missing field: {exc})", fix) from None

@@ -274,11 +274,16 @@ def run_bench(
             infos, new_cells = _tuned_rows(p, images, config, progress)
             pairs += infos
             cells += new_cells
+    profiles = []
+    if config.profile:
+        from toolkit.bench.profile import profile_pairs
+
+        profiles = profile_pairs(planned, images[: max(config.batch_sizes)], threads, progress)
     if peak is not None:
         from toolkit.bench.peak import apply_roofline
 
         apply_roofline(cells, peak, {(p.backend, p.precision): registry.get_spec(p.backend).device for p in planned})
     environment.load_average_end = env.load_average()
-    return BenchReport(environment=environment, settings=settings, pairs=pairs, cells=cells, peak=peak)
+    return BenchReport(environment=environment, settings=settings, pairs=pairs, cells=cells, peak=peak, profiles=profiles)
 
 

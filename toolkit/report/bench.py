@@ -53,6 +53,18 @@ def peak_lines(report) -> list[str]:
     return lines
 
 
+def profile_lines(report, top: int = 4) -> list[str]:
+    """Per profiled pair: where its time goes, biggest nodes first, with the type each runs in."""
+    lines = []
+    for p in report.profiles:
+        if p.message:
+            lines.append(f"profile {p.backend}/{p.precision}: unavailable ({p.message})")
+            continue
+        nodes = ", ".join(f"{n.op_type} {n.dtype} {100 * n.share:.0f}%" for n in p.top(top))
+        lines.append(f"profile {p.backend}/{p.precision} batch {p.batch_size}: {p.total_ms_per_call:,.2f} ms in nodes: {nodes}")
+    return lines
+
+
 def _ratio_lines(summary) -> list[str]:
     lines = []
     for r in summary.ratios:
@@ -97,6 +109,8 @@ def format_bench(report, summary, comparison=None) -> str:
     for p in report.pairs:
         if p.status == "skipped":
             lines.append(f"  {p.label} skipped: {p.message}")
+    if report.profiles:
+        lines += ["", *profile_lines(report)]
     if summary.ratios:
         lines += ["", *_ratio_lines(summary)]
     if comparison is not None:
@@ -170,6 +184,18 @@ def bench_markdown(report, summary, comparison=None) -> str:
                                [[o.backend, o.precision, o.batch_size, _us(o.wrapper_median_us), _us(o.direct_median_us),
                                  f"{100 * o.overhead:+.1f}%", f"{100 * o.ci_low:+.1f}%..{100 * o.ci_high:+.1f}%"] for o in summary.overhead]),
                 "", "Overhead = toolkit median / direct median - 1; the interval is a bootstrap over both rows' per-call samples.", ""]
+    if report.profiles:
+        out += ["## Where the time goes: the runtimes' own profilers", "",
+                "Why int8 is or is not faster than fp32 on a runtime: per node, its kernel, the type it computes on and its share "
+                "(onnxruntime: its profiling JSON; OpenVINO: the CPU plugin's per-layer performance counters). Profiled on separate "
+                "sessions built like the backends': profiling slows the calls, so these explain the timings above and never replace them.", ""]
+        for p in report.profiles:
+            if p.message:
+                out += [f"- `{p.backend}/{p.precision}`: no profile ({p.message})", ""]
+                continue
+            out += [f"**{p.backend}/{p.precision}**, batch {p.batch_size}: {p.total_ms_per_call:,.2f} ms per call in nodes ({p.source})", "",
+                    markdown_table(["node", "op", "kernel", "type", "ms", "share"],
+                                   [[n.node, n.op_type, n.kernel, n.dtype, f"{n.ms_per_call:,.2f}", f"{100 * n.share:.0f}%"] for n in p.top(6)]), ""]
     device = _device_lines(report)
     if device:
         out += ["## Device-resident timings (cheaper than a user's call; for diagnosis)", "", *[f"- {line}" for line in device], ""]
