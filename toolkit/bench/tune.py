@@ -42,7 +42,7 @@ TUNE_ITERATIONS = 40
 TUNE_MIN_SECONDS = 0.6
 # Rough costs used to decide whether a step fits what is left of the budget.
 STEP_OVERHEAD_S = 0.5  # load, warm-up, re-warm calls
-COMPILE_STEP_S = 40.0  # torch.compile compiles during its first calls
+COMPILE_STEP_S = 90.0  # torch.compile compiles during its first calls, and again for the gate's batch sizes
 
 
 def tune_config() -> BenchConfig:
@@ -301,7 +301,10 @@ def run_tune(
             progress(f"tune {p.backend}/{p.precision} batch {bs} ({max(0.0, slice_deadline - now):.0f} s)")
         knobs, defaults = search_space(p.backend, p.precision, cores)
         batch = images[:bs]
-        result = search(knobs, defaults, _opener(p, batch), batch, config, _gate_for(p, ctx), slice_deadline, min_gain, _step_cost(config))
+        try:
+            result = search(knobs, defaults, _opener(p, batch), batch, config, _gate_for(p, ctx), slice_deadline, min_gain, _step_cost(config))
+        except Exception as exc:  # noqa: BLE001 - the defaults themselves would not run: this pair keeps them, and says why
+            result = SearchResult(options=dict(defaults), default_options=dict(defaults), untried=[f"everything (the defaults failed: {_one_line(exc)})"])
         chosen = dict(result.options)
         backend_opts = {k: v for k, v in chosen.items() if k != "threads"}
         parity_verdict = (ctx.verdicts.get(_key(chosen)) if chosen != result.default_options
