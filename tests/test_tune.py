@@ -141,6 +141,19 @@ def test_gate_passes_real_settings_and_refuses_when_the_logits_disagree(exported
     assert not passed and "logit" in why
 
 
+@pytest.mark.skipif(not registry.status("openvino").available, reason="OpenVINO is not installed")
+def test_gate_judges_openvino_bf16_under_the_fp16_tolerances(exported_dir, checkpoint, test_images):
+    from toolkit import parity
+
+    images, labels = test_images[0][:500], test_images[1][:500]
+    planned = registry.PlannedPair("openvino", "fp32", exported_dir / "mnist_cnn.fp32.onnx", True, "")
+    ctx = tune._GateContext(images, labels, parity.reference_logits(checkpoint, images))
+    tune._gate_for(planned, ctx)({"threads": 1, "inference_precision": "bf16"})
+    tune._gate_for(planned, ctx)({"threads": 1, "inference_precision": "f32"})
+    assert ctx.verdicts[tune._key({"threads": 1, "inference_precision": "bf16"})]["tolerance"] == "fp16"
+    assert ctx.verdicts[tune._key({"threads": 1, "inference_precision": "f32"})]["tolerance"] == "fp32"
+
+
 # --- tuned.json -------------------------------------------------------------------------------------
 
 def _tuned(**entry_changes):
