@@ -72,6 +72,26 @@ def test_search_refuses_a_faster_setting_that_fails_parity():
     assert asked == [{"delay": FAST}]  # the gate is asked only about the speed winner
 
 
+def test_a_winner_the_confirmation_does_not_confirm_is_dropped():
+    # The candidate is fast while it is searched, slow once the gate has passed it (as a lucky
+    # draw on a busy machine would be): the fresh measurement against the defaults catches it.
+    phase = {"confirm": False}
+
+    def open_call(options):
+        def call(batch):
+            time.sleep(SLOW * 2 if phase["confirm"] and options["delay"] == FAST else options["delay"])
+        return call, (lambda: None)
+
+    def gate(options):
+        phase["confirm"] = True
+        return True, ""
+
+    result = tune.search([("delay", (SLOW, FAST))], {"delay": SLOW}, open_call, np.zeros(1), _config(), gate=gate)
+    assert result.trials[0].verdict == "faster"
+    assert result.options == {"delay": SLOW} and result.confirmed is False
+    assert result.speedup < 1 and "not confirmed" in result.note
+
+
 def test_search_is_coordinate_descent_from_the_best_so_far():
     # Two settings; the second is tried on top of the first's winner.
     def open_call(options):

@@ -291,7 +291,7 @@ def verify(directory):
 @click.option("--peak/--no-peak", default=True, help="Measure this machine's fp32/int8 peak and report each cell's % of it.  [default: on]")
 @click.option("--profile/--no-profile", default=None, help="Per-node runtime profiles at the largest batch.  [default: on; --quick: off]")
 @click.option("--tune", is_flag=True, help="Search each pair's settings instead of sweeping; writes OUT/tuned.json.  [batch sizes default: 1,256]")
-@click.option("--budget", type=float, default=None, help="Seconds for --tune, shared over the searches.  [default: 480]")
+@click.option("--budget", type=float, default=None, help="Seconds for --tune, shared over the searches.  [default: 420]")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="A tuned.json: add 'tuned' rows with its settings beside the defaults.")
 @_checkpoint_option
@@ -305,17 +305,15 @@ def bench(backends, precisions, batch_sizes, warmup, iterations, min_seconds, th
     from toolkit.files.store import check_writable_dir
     from toolkit.report import format_bench, write_bench_reports
 
-    if tune:  # the configuration search instead of the sweep: tuned.json, for --config and deployments
-        from toolkit.bench.tune import run_tune
-        from toolkit.report import format_tuned, write_tuned
+    progress = None if quiet else (lambda line: click.echo(f"bench: {line}", err=True))
+    if tune:  # the configuration search instead of the sweep: OUT/tuned.json, for --config and deployments
+        from toolkit.bench.tune import tune_to_file
+        from toolkit.report import format_tuned
 
-        if baseline or config_file or quick:
-            raise InputError("--tune takes no --baseline, --config or --quick", "run the search alone, then `toolkit bench --config OUT/tuned.json`")
-        check_writable_dir(out_dir, create=True)
-        tuned = run_tune(budget, _split_list(backends, "backend"), _split_list(precisions, "precision"), batch_sizes and _batch_sizes(batch_sizes),
-                         checkpoint, artifacts_dir, data_dir, progress=None if quiet else (lambda line: click.echo(f"bench: {line}", err=True)))
-        click.echo(format_tuned(tuned) + f"\ntuned settings: {write_tuned(tuned, os.path.join(out_dir, 'tuned.json'))}")
-        return
+        tuned, path = tune_to_file(out_dir, budget, _split_list(backends, "backend"), _split_list(precisions, "precision"),
+                                   batch_sizes and _batch_sizes(batch_sizes), checkpoint, artifacts_dir, data_dir, progress,
+                                   {"--baseline": baseline, "--config": config_file, "--quick": quick})
+        return click.echo(format_tuned(tuned) + f"\ntuned settings: {path}")
     if budget is not None:
         raise InputError("--budget is for --tune", "add --tune, or drop --budget")
     from toolkit.bench.tuned import load_tuned
@@ -333,7 +331,6 @@ def bench(backends, precisions, batch_sizes, warmup, iterations, min_seconds, th
     precision_list = _split_list(precisions, "precision")
     base = load_report(baseline) if baseline else None
     check_writable_dir(out_dir, create=True)
-    progress = None if quiet else (lambda line: click.echo(f"bench: {line}", err=True))
     report = run_bench(config, backend_list, precision_list, checkpoint=checkpoint, artifacts_dir=artifacts_dir,
                        data_dir=data_dir, progress=progress)
     comparison = compare_to_baseline(report, base, threshold, baseline_name=str(baseline)) if base else None

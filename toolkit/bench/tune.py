@@ -32,7 +32,7 @@ from toolkit.bench.schema import BenchConfig, Warmup
 from toolkit.bench.timing import measure
 from toolkit.stats import bootstrap_ratio_ci
 
-DEFAULT_BUDGET_S = 480.0
+DEFAULT_BUDGET_S = 420.0  # with the fixed costs (reference logits, loads, a step running past its slice) under 10 minutes
 DEFAULT_BATCH_SIZES = (1, 256)
 MIN_GAIN = 0.02  # a winner is at least 2% faster (and its whole interval below 1)
 CONFIDENCE = 0.95
@@ -42,6 +42,7 @@ TUNE_ITERATIONS = 40
 TUNE_MIN_SECONDS = 0.6
 # Rough costs used to decide whether a step fits what is left of the budget.
 STEP_OVERHEAD_S = 0.5  # load, warm-up, re-warm calls
+PYTORCH_WEIGHT = 6.0  # share of the budget a PyTorch search gets, against 1 for the others
 COMPILE_STEP_S = 90.0  # torch.compile compiles during its first calls, and again for the gate's batch sizes
 
 
@@ -77,6 +78,8 @@ class SearchResult:
     speedup: float | None = None  # default median / chosen median
     ci_low: float | None = None  # of the speedup
     ci_high: float | None = None
+    confirmed: bool | None = None  # None: the defaults won outright; False: a choice the confirmation dropped
+    note: str = ""
 
 
 def _key(options: dict) -> tuple:
@@ -157,6 +160,10 @@ def search(
                 else:
                     close()
         if result.options != result.default_options:
+            # Confirmation: the chosen settings against the defaults in a fresh paired measurement.
+            # The search picked the best of several noisy draws; a choice this run cannot confirm
+            # (interval not wholly above 1) is dropped, and the defaults are kept.
+            chosen = result.options
             try:
                 default_call, default_close = open_call(result.default_options)
                 try:
@@ -165,8 +172,13 @@ def search(
                     default_close()
                 result.default_median_us, result.tuned_median_us = default_us, tuned_us
                 result.speedup, result.ci_low, result.ci_high = 1.0 / ratio, 1.0 / hi, 1.0 / lo
-            except Exception as exc:  # noqa: BLE001 - the choice stands; its gain is unmeasured
-                result.untried.append(f"final default-vs-tuned measurement ({_one_line(exc)})")
+                result.confirmed = result.ci_low > 1.0
+            except Exception as exc:  # noqa: BLE001
+                result.confirmed, result.note = False, f"confirmation failed: {_one_line(exc)}"
+            if not result.confirmed:
+                result.options = dict(result.default_options)
+                result.note = result.note or (f"not confirmed: {', '.join(f'{k}={v}' for k, v in sorted(chosen.items()) if result.default_options.get(k) != v)} "
+                                              f"measured {result.speedup:.3f}x [{result.ci_low:.3f}..{result.ci_high:.3f}] the defaults' speed; defaults kept")
     finally:
         best_close()
     return result
@@ -275,7 +287,7 @@ def run_tune(
     budget_s = DEFAULT_BUDGET_S if budget_s is None else budget_s
     batch_sizes = DEFAULT_BATCH_SIZES if batch_sizes is None else tuple(batch_sizes)
     if not (isinstance(budget_s, (int, float)) and np.isfinite(budget_s) and budget_s > 0):
-        raise InputError(f"--budget must be a positive number of seconds, got {budget_s}", "pass e.g. --budget 480")
+        raise InputError(f"--budget must be a positive number of seconds, got {budget_s}", "pass e.g. --budget 420")
     if not batch_sizes or any(not isinstance(b, int) or b < 1 for b in batch_sizes):
         raise InputError(f"batch sizes must be positive integers, got {list(batch_sizes)}", "pass e.g. --batch-sizes 1,256")
     start = time.monotonic()
@@ -295,9 +307,13 @@ def run_tune(
     environment = capture_environment()
     entries: list[TunedEntry] = []
     searches = [(p, bs) for p in planned for bs in batch_sizes]
+    # The budget is shared in proportion to these weights over the searches still to run: a
+    # search that finishes early leaves its time to the next. PyTorch's compile steps are the
+    # costliest, so its searches weigh more (at the default budget one compile step fits).
+    weights = [PYTORCH_WEIGHT if p.backend == "pytorch" else 1.0 for p, _ in searches]
     for i, (p, bs) in enumerate(searches):
         now = time.monotonic()
-        slice_deadline = now + max(0.0, deadline - now) / (len(searches) - i)
+        slice_deadline = now + max(0.0, deadline - now) * weights[i] / sum(weights[i:])
         if progress:
             progress(f"tune {p.backend}/{p.precision} batch {bs} ({max(0.0, slice_deadline - now):.0f} s)")
         knobs, defaults = search_space(p.backend, p.precision, cores)
@@ -315,7 +331,7 @@ def run_tune(
             compute_precision=registry.compute_precision(p.backend, p.precision, backend_opts),
             default_median_us=result.default_median_us, tuned_median_us=result.tuned_median_us, speedup=result.speedup,
             ci_low=result.ci_low, ci_high=result.ci_high, parity=parity_verdict or {},
-            trials=[vars(t) for t in result.trials], untried=result.untried,
+            trials=[vars(t) for t in result.trials], untried=result.untried, note=result.note,
         ))
     environment.load_average_end = env.load_average()
     from dataclasses import asdict
@@ -326,3 +342,21 @@ def run_tune(
         "min_seconds": config.min_seconds, "method": __doc__.split("Method", 1)[1].strip() if __doc__ else "",
     }
     return TunedFile(environment=asdict(environment), settings=settings, entries=entries)
+
+
+def tune_to_file(out_dir, budget_s=None, backends=None, precisions=None, batch_sizes=None, checkpoint=None, artifacts_dir=None,
+                 data_dir=None, progress=None, exclusive: dict | None = None):
+    """`toolkit bench --tune`: refuse options that belong to the sweep (`exclusive`: {option: value
+    given}), search, and write OUT_DIR/tuned.json; returns (TunedFile, path)."""
+    import os
+
+    from toolkit.bench.tuned import write_tuned
+    from toolkit.errors import InputError
+    from toolkit.files.store import check_writable_dir
+
+    given = [name for name, value in (exclusive or {}).items() if value]
+    if given:
+        raise InputError(f"--tune takes no {', '.join(given)}", "run the search alone, then `toolkit bench --config OUT/tuned.json`")
+    check_writable_dir(out_dir, create=True)
+    tuned = run_tune(budget_s, backends, precisions, batch_sizes, checkpoint, artifacts_dir, data_dir, progress=progress)
+    return tuned, write_tuned(tuned, os.path.join(out_dir, "tuned.json"))

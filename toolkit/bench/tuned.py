@@ -35,6 +35,7 @@ class TunedEntry:
     parity: dict = field(default_factory=dict)  # the gate's verdict on the chosen settings
     trials: list[dict] = field(default_factory=list)
     untried: list[str] = field(default_factory=list)
+    note: str = ""  # e.g. a search winner that the confirmation did not confirm (defaults kept)
 
     @property
     def label(self) -> str:
@@ -68,6 +69,13 @@ def tuned_to_dict(tuned: TunedFile) -> dict:
     data = {"schema": tuned.schema, "schema_version": tuned.schema_version}
     data.update(to_jsonable({k: v for k, v in asdict(tuned).items() if k not in ("schema", "schema_version")}))
     return data
+
+
+def write_tuned(tuned: TunedFile, path: str | os.PathLike) -> Path:
+    """tuned.json, atomically, with its manifest entry."""
+    from toolkit.files.store import write_json_artifact
+
+    return write_json_artifact(path, tuned_to_dict(tuned), kind="tuned-settings")
 
 
 def tuned_from_dict(data, source: str = "tuned file") -> TunedFile:

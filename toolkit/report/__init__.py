@@ -19,7 +19,7 @@ from toolkit.report.console import (
 )
 from toolkit.report.parity import format_parity, parity_markdown, write_parity_reports
 from toolkit.report.tables import markdown_table, table
-from toolkit.report.tune import format_tuned, write_tuned
+from toolkit.report.tune import format_tuned
 
 __all__ = [
     "BENCH_FILES",
@@ -40,5 +40,4 @@ __all__ = [
     "table",
     "write_bench_reports",
     "write_parity_reports",
-    "write_tuned",
 ]

@@ -1,12 +1,7 @@
-"""The configuration search's report: a console table and tuned.json (written through the store)."""
+"""The configuration search's report: a console table (tuned.json itself is written by the store)."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-from toolkit.bench.tuned import tuned_to_dict
-from toolkit.files.store import write_json_artifact
 from toolkit.report.tables import table
 
 
@@ -40,10 +35,8 @@ def format_tuned(tuned) -> str:
         for t in e.trials:
             if str(t.get("verdict", "")).startswith("refused") or t.get("verdict") == "failed":
                 lines.append(f"  {e.label} batch {e.batch_size}: {t.get('setting')} {t.get('verdict')}: {t.get('message')}")
+        if e.note:
+            lines.append(f"  {e.label} batch {e.batch_size}: {e.note}")
         if e.untried:
             lines.append(f"  {e.label} batch {e.batch_size}: untried {', '.join(e.untried)}")
     return "\n".join(lines)
-
-
-def write_tuned(tuned, path: str | os.PathLike) -> Path:
-    return write_json_artifact(path, tuned_to_dict(tuned), kind="tuned-settings")
