@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 EXTRAS ?= dev,openvino
 TOOLKIT := $(BIN)/toolkit
 
-.PHONY: install data pipeline test test-fast lint bench bench-quick bench-tune bench-train trt-check clean
+.PHONY: install data pipeline test test-fast lint bench bench-quick bench-tune bench-train trt-check gpu-install gpu-check gpu-extras-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -58,5 +58,33 @@ bench-train: $(STAMP)
 trt-check:
 	../shared/tools/trt-api-check toolkit
 
+# --- a machine with an NVIDIA GPU (README, GPU and TensorRT) ---------------------------------------
+# One CUDA stack in its own environment: CUDA=12 (driver r535+) or CUDA=13 (driver r580+).
+# The CPU onnxruntime (a core dependency) and onnxruntime-gpu share the onnxruntime/ folder, so
+# gpu-install removes the CPU one, then restores the files of the GPU build it overwrote (same
+# version, no dependencies).
+CUDA     ?= 12
+GPU_VENV ?= .venv-gpu
+GPU_BIN  := $(GPU_VENV)/bin
+
+gpu-install:
+	@case "$(CUDA)" in 12|13) ;; *) echo "error: CUDA must be 12 or 13, got '$(CUDA)'; pass CUDA=12 or CUDA=13" >&2; exit 2;; esac
+	test -x $(GPU_BIN)/python || $(PYTHON) -m venv $(GPU_VENV)
+	$(GPU_BIN)/python -m pip install --quiet --upgrade pip
+	$(GPU_BIN)/python -m pip install -e '.[gpu-cu$(CUDA),dev]'
+	$(GPU_BIN)/python -m pip uninstall -y onnxruntime
+	$(GPU_BIN)/python -m pip install --force-reinstall --no-deps "onnxruntime-gpu==$$($(GPU_BIN)/python -c 'from importlib.metadata import version; print(version("onnxruntime-gpu"))')"
+	$(GPU_BIN)/toolkit info
+
+# Every GPU-marked test, the parity gate and a quick benchmark on each usable GPU backend:
+# artifacts/gpu-check/gpu-check.json and .md (what ran, what was skipped and why, the numbers).
+gpu-check:
+	$(GPU_BIN)/toolkit data
+	$(GPU_BIN)/toolkit gpu-check
+
+# Resolve both GPU extras with pip's dry run (nothing installed, no GPU) and check each is one CUDA major.
+gpu-extras-check:
+	scripts/dry-run-gpu-extras build/gpu-extras
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build

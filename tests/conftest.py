@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "artifacts"
-CHECKPOINT = ARTIFACTS / "mnist_cnn.pt"
+# The committed reference run (checkpoint, exports, reports); commands write to artifacts/ by default.
+REFERENCE = ROOT / "artifacts" / "reference"
+CHECKPOINT = REFERENCE / "mnist_cnn.pt"
 DATA_DIR = Path(os.environ.get("TOOLKIT_DATA_DIR", ROOT / "data"))
 
 
@@ -42,7 +43,7 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def checkpoint() -> Path:
-    assert CHECKPOINT.is_file(), "the committed checkpoint artifacts/mnist_cnn.pt is missing"
+    assert CHECKPOINT.is_file(), "the committed checkpoint artifacts/reference/mnist_cnn.pt is missing"
     return CHECKPOINT
 
 

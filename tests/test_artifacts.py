@@ -245,7 +245,7 @@ def test_temp_files_of_a_killed_export_are_removed_when_that_file_is_written_aga
     assert (tmp_path / "model.onnx").read_bytes() == b"v2"
 
 
-@pytest.mark.parametrize("directory", ["artifacts", "artifacts/bench"])
+@pytest.mark.parametrize("directory", ["artifacts/reference", "artifacts/reference/bench"])
 def test_committed_artifacts_match_their_manifest(directory):
     """What the repository ships (checkpoint, exports, reference reports) is what its manifest says."""
     proc = run_cli("verify", ROOT / directory)

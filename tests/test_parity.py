@@ -184,3 +184,87 @@ def test_a_gate_where_nothing_ran_does_not_pass():
     assert not report.passed
     ok = parity.PairResult("onnxruntime", "fp32", "pass")
     assert parity.ParityReport("ref", 99.0, 10, (1,), 99.0, [ok, report.pairs[0]], "c", "s").passed
+
+
+# --- run, then compare: outputs saved on one machine, gated on another ---------------------------
+
+def _eval_json(tmp_path, name, *args):
+    reports = tmp_path / name
+    proc = run_cli("eval", *args, "--report-dir", reports)
+    return proc, (json.loads((reports / "parity.json").read_text()) if (reports / "parity.json").exists() else None)
+
+
+def test_saved_outputs_reproduce_the_verdicts_in_another_process(tmp_path, checkpoint, exported_dir):
+    common = ["--checkpoint", checkpoint, "--artifacts", exported_dir, "--backend", "onnxruntime", "--precision", "fp32,int8"]
+    saved_dir = tmp_path / "outputs"
+    proc, direct = _eval_json(tmp_path, "direct", *common, "--save-outputs", saved_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in saved_dir.glob("*.npz")) == ["onnxruntime-fp32.npz", "onnxruntime-int8.npz"]
+    proc, loaded = _eval_json(tmp_path, "loaded", "--checkpoint", checkpoint, "--load-outputs", saved_dir)
+    assert proc.returncode == 0, proc.stderr
+    keys = ("backend", "precision", "status", "accuracy", "delta_pp", "agreement", "max_abs_logit", "mean_abs_logit", "flips", "mcnemar")
+    assert [{k: p[k] for k in keys} for p in loaded["pairs"]] == [{k: p[k] for k in keys} for p in direct["pairs"]]
+    assert loaded["batch_sizes"] == direct["batch_sizes"] == [1, 1024]
+    assert all("saved outputs" in p["runtime"] for p in loaded["pairs"])
+
+
+def test_saved_outputs_that_were_changed_or_come_from_other_weights_are_refused(tmp_path, checkpoint, exported_dir):
+    from toolkit.files import outputs as saved
+
+    saved_dir = tmp_path / "outputs"
+    proc, _ = _eval_json(tmp_path, "direct", "--checkpoint", checkpoint, "--artifacts", exported_dir,
+                         "--backend", "onnxruntime", "--precision", "fp32", "--batch-sizes", "64", "--save-outputs", saved_dir)
+    assert proc.returncode == 0, proc.stderr
+    original = saved.load_outputs(saved_dir / "onnxruntime-fp32.npz")
+    assert original.provenance["checkpoint_sha256"] and original.provenance["model_sha256"]
+
+    # Logits edited after writing (digest no longer matches): refused, one line, exit 2.
+    tampered = tmp_path / "tampered"
+    tampered.mkdir()
+    logits = {bs: x.copy() for bs, x in original.logits.items()}
+    logits[64][0, 0] += 1.0
+    arrays = {f"logits_b{bs}": x for bs, x in logits.items()}
+    arrays["provenance"] = np.array(json.dumps(original.provenance))
+    np.savez(tampered / "onnxruntime-fp32.npz", **arrays)
+    proc = run_cli("eval", "--checkpoint", checkpoint, "--load-outputs", tampered, "--report-dir", tmp_path / "r1")
+    assert_one_line_error(proc, "differ from their recorded SHA-256", code=2)
+
+    # Outputs captured from another checkpoint: refused before anything is judged.
+    other = tmp_path / "other.pt"
+    state = torch.load(checkpoint, weights_only=True)
+    state["fc1.bias"] = state["fc1.bias"] + 1.0
+    torch.save(state, other)
+    proc = run_cli("eval", "--checkpoint", other, "--load-outputs", saved_dir, "--report-dir", tmp_path / "r2")
+    assert_one_line_error(proc, "come from checkpoint", code=2)
+
+    # A pickle inside the .npz is never loaded.
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    np.savez(pickled / "onnxruntime-fp32.npz", logits_b64=logits[64], provenance=np.array([{"format": "toolkit-outputs"}], dtype=object))
+    proc = run_cli("eval", "--checkpoint", checkpoint, "--load-outputs", pickled, "--report-dir", tmp_path / "r3")
+    assert_one_line_error(proc, "saved outputs", code=2)
+    assert not (tmp_path / "r1" / "parity.json").exists() and not (tmp_path / "r2" / "parity.json").exists()
+
+
+def test_judge_pair_is_a_pure_verdict():
+    """The verdict needs no runtime: arrays and limits in, pass/fail out."""
+    from toolkit.compare import Tolerance
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 500)
+    ref = rng.normal(size=(500, 10)).astype(np.float32)
+    ref[np.arange(500), labels] += 10.0  # the reference is right on every image
+    same = parity.CapturedPair("x", "fp32", "ok", logits={1: ref.copy(), 64: ref.copy()})
+    strict = Tolerance(min_agreement=1.0, max_abs_logit=1e-4)
+    assert parity.judge_pair(same, ref, labels, strict, min_accuracy=99.0).status == "pass"
+    worse = ref.copy()
+    worse[:10] = np.roll(worse[:10], 1, axis=1)  # 10 images now predict another class
+    r = parity.judge_pair(parity.CapturedPair("x", "fp32", "ok", logits={1: worse}), ref, labels, strict, min_accuracy=99.0)
+    assert r.status == "fail" and "accuracy 98.00% < 99.00%" in r.reason and "agreement" in r.reason and len(r.flips) == 10
+    # Below the minimum accuracy alone fails, even when every other tolerance holds.
+    loose = Tolerance(min_agreement=0.0)
+    r = parity.judge_pair(parity.CapturedPair("x", "int8", "ok", logits={1: worse}), ref, labels, loose, min_accuracy=99.0)
+    assert r.status == "fail" and r.reason == "accuracy 98.00% < 99.00%"
+    # Predictions that change with the batch size fail on their own.
+    r = parity.judge_pair(parity.CapturedPair("x", "int8", "ok", logits={1: ref, 64: worse}), ref, labels, loose, min_accuracy=0.0)
+    assert r.status == "fail" and r.reason == "predictions change with batch size (10 images differ)"

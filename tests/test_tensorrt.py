@@ -28,7 +28,7 @@ from toolkit.backends.onnxruntime_gpu import (
     tensorrt_provider_options,
 )
 from toolkit.backends.tensorrt_env import missing_for_tensorrt
-from toolkit.env import cuda_available
+from toolkit.env import cuda_available, package_version
 from toolkit.errors import InputError, ModelFileError
 from toolkit.export.tensorrt import EngineOptions
 from toolkit.files import paths
@@ -230,7 +230,7 @@ def test_export_tensorrt_without_tensorrt_is_one_line_and_writes_nothing(tmp_pat
     out = tmp_path / "out"
     out.mkdir()
     proc = run_cli("export", "--format", "tensorrt", "--precision", precision, "--out", out, "--checkpoint", tmp_path / "none.pt")
-    line = assert_one_line_error(proc, "needs TensorRT and a CUDA GPU", "pip install 'toolkit[gpu]'", code=3)
+    line = assert_one_line_error(proc, "needs TensorRT and a CUDA GPU", "make gpu-install CUDA=12", code=3)
     for missing in missing_for_tensorrt():
         assert missing in line
     assert list(out.iterdir()) == []
@@ -246,7 +246,7 @@ def test_export_tensorrt_refuses_a_bad_profile_first(tmp_path):
 def test_tensorrt_backend_is_unavailable_with_the_reason():
     status = registry.status("tensorrt")
     assert not status.available
-    assert "toolkit[gpu]" in status.reason
+    assert "make gpu-install" in status.reason
 
 
 def test_importing_the_gpu_modules_loads_no_runtime():
@@ -276,7 +276,11 @@ def test_info_json_matches_the_registry():
     data = json.loads(proc.stdout)
     assert [b["name"] for b in data["backends"]] == registry.backend_names()
     assert [b["available"] for b in data["backends"]] == [s.available for s in registry.all_statuses()]
-    assert data["runtimes"]["onnxruntime"] == metadata.version("onnxruntime")
+    # onnxruntime and onnxruntime-gpu are two distributions of one module: a GPU machine has the
+    # second only, and asking metadata for the first there raises PackageNotFoundError.
+    for dist in ("onnxruntime", "onnxruntime-gpu"):
+        assert data["runtimes"][dist] == package_version(dist)
+    assert any(data["runtimes"][dist] for dist in ("onnxruntime", "onnxruntime-gpu"))
     assert bool(data["gpus"]) == cuda_available()[0]
     assert (data["gpu_reason"] == "") == cuda_available()[0]
 
@@ -323,6 +327,20 @@ def reference(test_images, checkpoint):
         return images, backend.run(images)
 
 
+# A strict-fp32 GPU engine against PyTorch fp32 on the CPU: both are fp32, but the GPU sums in
+# another order (and may pick Winograd/FFT convolutions), so the CPU's own 1e-4 is not the bar.
+# Measured on the CPU (2,048 test images, the committed checkpoint, logits up to |38|): fp32 in
+# two summation orders differs by at most 1.5e-5 from each other (9e-6 from float64), while
+# emulated TF32 (10-bit mantissa inputs) differs from fp32 by 8.8e-3. 1e-3 is 65x the reordering
+# and 9x below TF32: it passes any true-fp32 engine and fails one that silently used TF32.
+STRICT_FP32_ON_GPU = 1e-3
+
+
+def _assert_strict_fp32(logits, reference_logits):
+    assert float((logits.argmax(1) == reference_logits.argmax(1)).mean()) == 1.0
+    assert float(np.abs(logits - reference_logits).max()) <= STRICT_FP32_ON_GPU
+
+
 def _assert_parity(logits, reference_logits, tolerance_key):
     """`tolerance_key`: a key of parity.DEFAULT_TOLERANCES ("fp32-tf32" for fp32 that may use TF32)."""
     from toolkit.parity import DEFAULT_TOLERANCES
@@ -346,8 +364,11 @@ def test_tensorrt_engine_keeps_parity(engines, reference, variant):
     with TensorrtBackend(results[variant].path, precision) as backend:
         got = np.concatenate([backend.run(images[i:i + 1024]) for i in range(0, len(images), 1024)])
         assert backend.run(images[:1]).shape == (1, 10)
-    # The default fp32 engine may use TF32; the strict one must match PyTorch fp32 as tightly as the CPU does.
-    _assert_parity(got, expected, "fp32-tf32" if variant == "fp32" else precision)
+    # The default fp32 engine may use TF32; the strict one must be true fp32 (see STRICT_FP32_ON_GPU).
+    if variant == "fp32-strict":
+        _assert_strict_fp32(got, expected)
+    else:
+        _assert_parity(got, expected, "fp32-tf32" if variant == "fp32" else precision)
 
 
 @pytest.mark.tensorrt
@@ -359,6 +380,8 @@ def test_tensorrt_sidecar_and_timing_cache(engines):
     out, results = engines
     record = json.loads(Path(results["fp32"].sidecar).read_text())
     assert record["tensorrt_version"] == trt.__version__
+    # the CUDA TensorRT runs on comes from its own wheels (tensorrt-cuNN-*), not from torch
+    assert record["cuda_runtime"]["cuda_major"] == int(record["cuda_runtime"]["packages"][0].split("-cu")[1][:2])
     assert record["gpu"]["name"] == torch.cuda.get_device_name()
     assert record["tf32"] is True and results["fp32-strict"].tf32 is False
     assert results["fp32-strict"].path.endswith("mnist_cnn.fp32-strict.engine")
@@ -393,7 +416,10 @@ def test_tensorrt_cuda_graph_matches_eager(engines, reference):
     with TensorrtBackend(results["fp32-strict"].path, "fp32") as eager, \
             TensorrtBackend(results["fp32-strict"].path, "fp32", cuda_graph=True) as graphed:
         for batch in (images[:64], images[64:128], images[:8]):
-            np.testing.assert_array_equal(graphed.run(batch), eager.run(batch))
+            # Same engine, same kernels: replaying them in a graph changes nothing but a tactic whose
+            # reduction is not deterministic could change the last bits; a graph replaying stale
+            # input (the bug this test is for) would differ by whole logits.
+            np.testing.assert_allclose(graphed.run(batch), eager.run(batch), rtol=0, atol=1e-5)
 
 
 @pytest.mark.gpu

@@ -237,8 +237,8 @@ def test_a_bad_tuned_file_is_a_one_line_error(tmp_path):
     assert not (tmp_path / "out" / "bench.json").exists()
     proc = run_cli("bench", "--config", tmp_path / "missing.json", "--out", tmp_path / "out")
     assert_one_line_error(proc, "does not exist", code=2)
-    proc = run_cli("bench", "--budget", "5", "--out", tmp_path / "out")
-    assert_one_line_error(proc, "--budget is for --tune", code=2)
+    proc = run_cli("bench", "--budget", "5", "--baseline", tmp_path / "b.json", "--out", tmp_path / "out")  # --budget implies --tune
+    assert_one_line_error(proc, "--tune takes no --baseline", code=2)
     proc = run_cli("bench", "--tune", "--budget", "-1", "--out", tmp_path / "out")
     assert_one_line_error(proc, "--budget", code=2)
 

@@ -248,6 +248,27 @@ def info(as_json):
     click.echo(json_text(result).rstrip() if as_json else format_info(result))
 
 
+# --- gpu-check ----------------------------------------------------------------------------------
+
+@cli.command("gpu-check")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="artifacts/gpu-check", show_default=True)
+@click.option("--tests/--no-tests", "run_tests", default=True, show_default=True, help="Run pytest -m 'gpu or tensorrt' (needs tests/).")
+@_checkpoint_option
+@_artifacts_option
+@_data_dir_option
+def gpu_check(out_dir, run_tests, checkpoint, artifacts_dir, data_dir):
+    """On a GPU machine: usable GPU backends (and what the others lack), GPU-marked tests, parity gate
+    and quick benchmark, in one JSON + Markdown report. Exit 1 on a failure, 3 when nothing can run."""
+    from toolkit.gpu_check import raise_for_verdict, run_gpu_check
+    from toolkit.report.gpu_check import format_gpu_check, write_gpu_check_reports
+
+    result = run_gpu_check(checkpoint=checkpoint, artifacts_dir=artifacts_dir, out_dir=out_dir, data_dir=data_dir, run_tests=run_tests)
+    json_path, md_path = write_gpu_check_reports(result, out_dir)
+    click.echo(format_gpu_check(result))
+    click.echo(f"reports: {json_path}, {md_path}")
+    raise_for_verdict(result, md_path)
+
+
 # --- verify -------------------------------------------------------------------------------------
 
 @cli.command()
@@ -289,50 +310,44 @@ def verify(directory):
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="artifacts/bench", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 @click.option("--peak/--no-peak", default=True, help="Measure this machine's fp32/int8 peak and report each cell's % of it.  [default: on]")
-@click.option("--profile/--no-profile", default=None, help="Per-node runtime profiles at the largest batch.  [default: on; --quick: off]")
 @click.option("--tune", is_flag=True, help="Search each pair's settings instead of sweeping; writes OUT/tuned.json.  [batch sizes default: 1,256]")
-@click.option("--budget", type=float, default=None, help="Seconds for --tune, shared over the searches.  [default: 420]")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              help="A tuned.json: add 'tuned' rows with its settings beside the defaults.")
+@click.option("--budget", type=float, default=None, help="Seconds for the search, shared over its steps (implies --tune).  [default: 420]")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="A tuned.json: add 'tuned' rows with its settings.")
 @_checkpoint_option
 @_artifacts_option
 @_data_dir_option
 def bench(backends, precisions, batch_sizes, warmup, iterations, min_seconds, threads, quick, torch_compile, direct, baseline,
-          threshold, out_dir, quiet, peak, profile, tune, budget, config_file, checkpoint, artifacts_dir, data_dir):
+          threshold, out_dir, quiet, peak, tune, budget, config_file, checkpoint, artifacts_dir, data_dir):
     """Latency and throughput of every available (backend, precision) pair over a batch-size sweep."""
-    from toolkit.bench import BenchConfig, Warmup, compare_to_baseline, load_report, run_bench, summarize
+    from toolkit.bench import (
+        BenchConfig,
+        Warmup,
+        compare_to_baseline,
+        load_report,
+        load_tuned,
+        run_bench,
+        summarize,
+        tune_to_file,
+    )
     from toolkit.errors import CheckFailed, InputError
     from toolkit.files.store import check_writable_dir
-    from toolkit.report import format_bench, write_bench_reports
+    from toolkit.report import format_bench, format_tuned, write_bench_reports
 
     progress = None if quiet else (lambda line: click.echo(f"bench: {line}", err=True))
-    if tune:  # the configuration search instead of the sweep: OUT/tuned.json, for --config and deployments
-        from toolkit.bench.tune import tune_to_file
-        from toolkit.report import format_tuned
-
-        tuned, path = tune_to_file(out_dir, budget, _split_list(backends, "backend"), _split_list(precisions, "precision"),
-                                   batch_sizes and _batch_sizes(batch_sizes), checkpoint, artifacts_dir, data_dir, progress,
-                                   {"--baseline": baseline, "--config": config_file, "--quick": quick})
+    backend_list, precision_list = _split_list(backends, "backend"), _split_list(precisions, "precision")
+    if tune or budget is not None:  # the configuration search (--budget implies it): OUT/tuned.json, for --config and deployments
+        tuned, path = tune_to_file(out_dir, budget, backend_list, precision_list, batch_sizes and _batch_sizes(batch_sizes), checkpoint, artifacts_dir,
+                                   data_dir, progress, {"--baseline": baseline, "--config": config_file, "--quick": quick})
         return click.echo(format_tuned(tuned) + f"\ntuned settings: {path}")
-    if budget is not None:
-        raise InputError("--budget is for --tune", "add --tune, or drop --budget")
-    from toolkit.bench.tuned import load_tuned
-
-    options = dict(
-        batch_sizes=_batch_sizes(batch_sizes) if batch_sizes is not None else None,
-        warmup=Warmup.parse(warmup) if warmup is not None else None,
-        iterations=iterations, min_seconds=min_seconds, threads=threads, torch_compile=torch_compile, direct=direct,
-        peak=peak, profile=profile, tuned=load_tuned(config_file) if config_file else None,
-    )
+    options = dict(batch_sizes=None if batch_sizes is None else _batch_sizes(batch_sizes), warmup=None if warmup is None else Warmup.parse(warmup),
+                   iterations=iterations, min_seconds=min_seconds, threads=threads, torch_compile=torch_compile, direct=direct, peak=peak,
+                   tuned=load_tuned(config_file) if config_file else None)
     config = BenchConfig.quick_defaults(**options) if quick else BenchConfig(**{k: v for k, v in options.items() if v is not None})
     if threshold is None or not math.isfinite(threshold) or threshold < 0:
         raise InputError(f"--threshold must be zero or more, got {threshold}", "pass e.g. --threshold 0.1 for 10%")
-    backend_list = _split_list(backends, "backend")
-    precision_list = _split_list(precisions, "precision")
     base = load_report(baseline) if baseline else None
     check_writable_dir(out_dir, create=True)
-    report = run_bench(config, backend_list, precision_list, checkpoint=checkpoint, artifacts_dir=artifacts_dir,
-                       data_dir=data_dir, progress=progress)
+    report = run_bench(config, backend_list, precision_list, checkpoint=checkpoint, artifacts_dir=artifacts_dir, data_dir=data_dir, progress=progress)
     comparison = compare_to_baseline(report, base, threshold, baseline_name=str(baseline)) if base else None
     summary = summarize(report)
     written = write_bench_reports(report, out_dir, summary, comparison)

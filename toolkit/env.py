@@ -14,8 +14,12 @@ import shlex
 import sys
 from importlib import metadata
 
-# The TensorRT wheels have shipped under several distribution names.
-TENSORRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu13-bindings", "tensorrt-cu12-bindings")
+# The TensorRT wheels have shipped under several distribution names; the bindings carry the
+# version of the library the process actually loads, so they come first.
+TENSORRT_DISTRIBUTIONS = ("tensorrt-cu13-bindings", "tensorrt-cu12-bindings", "tensorrt-cu13", "tensorrt-cu12", "tensorrt")
+# How to get a GPU stack; every "unavailable" message about the GPU backends ends with it.
+GPU_INSTALL = ("install one CUDA stack in its own environment: `make gpu-install CUDA=12` (driver r535+) "
+               "or `CUDA=13` (driver r580+); see README, GPU and TensorRT")
 RUNTIME_DISTRIBUTIONS = ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt", "numpy")
 
 
@@ -80,17 +84,61 @@ def tensorrt_package_version() -> str | None:
     return None
 
 
+# The oldest driver branch that runs each CUDA major (NVIDIA's CUDA minor-version compatibility
+# table); TensorRT's own floor for CUDA 12 is r535.
+MIN_DRIVER_FOR_CUDA = {11: 450, 12: 525, 13: 580}
+
+
+def driver_cuda_version() -> int | None:
+    """The CUDA version the installed NVIDIA driver supports (e.g. 12020 for 12.2), from
+    cuDriverGetVersion in libcuda; None when there is no driver library."""
+    import ctypes
+
+    try:
+        libcuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return None
+    version = ctypes.c_int(0)
+    if libcuda.cuDriverGetVersion(ctypes.byref(version)) != 0:
+        return None
+    return version.value
+
+
+def explain_no_cuda(torch_cuda: str | None, driver_cuda: int | None) -> str:
+    """Why torch sees no usable GPU, in words a user can act on.
+
+    `torch_cuda` is torch.version.cuda ("12.8", None for a CPU-only build); `driver_cuda` is
+    driver_cuda_version(). A CUDA build of torch needs a driver of at least its CUDA major."""
+    if torch_cuda is None:
+        return "this torch is a CPU-only build (install a CUDA one: the gpu-cu12 or gpu-cu13 extra)"
+    major = int(torch_cuda.split(".")[0])
+    if driver_cuda is None:
+        return f"no NVIDIA driver found (libcuda.so.1 is missing; this torch is built for CUDA {torch_cuda})"
+    driver_major, driver_minor = driver_cuda // 1000, (driver_cuda % 1000) // 10
+    if driver_major < major:
+        branch = MIN_DRIVER_FOR_CUDA.get(major)
+        need = f"r{branch}+" if branch else f"one for CUDA {major}"
+        older = f" or use the gpu-cu{driver_major} extra" if driver_major in MIN_DRIVER_FOR_CUDA and driver_major >= 12 else ""
+        return (f"driver too old for CUDA {major}: it supports CUDA {driver_major}.{driver_minor}, this torch is built for "
+                f"CUDA {torch_cuda} (install NVIDIA driver {need}{older})")
+    return f"no CUDA GPU is visible (driver supports CUDA {driver_major}.{driver_minor}; check nvidia-smi and CUDA_VISIBLE_DEVICES)"
+
+
 @functools.lru_cache(maxsize=1)
 def cuda_available() -> tuple[bool, str]:
     """(usable, reason) for CUDA through torch, which every GPU backend relies on for buffers/context."""
     if importlib.util.find_spec("torch") is None:
         return False, "torch is not installed"
+    import warnings
+
     import torch
 
-    if not torch.cuda.is_available():
-        if torch.version.cuda is None:
-            return False, "this torch is a CPU-only build"
-        return False, "no CUDA GPU is visible"
+    with warnings.catch_warnings():
+        # torch warns (to stderr) when the driver is too old; the reason below says it in one line.
+        warnings.simplefilter("ignore")
+        usable = torch.cuda.is_available()
+    if not usable:
+        return False, explain_no_cuda(torch.version.cuda, driver_cuda_version() if torch.version.cuda else None)
     return True, ""
 
 

@@ -5,14 +5,29 @@ as they are, and the TensorRT provider's trt_fp16_enable/trt_int8_enable are nev
 to builder flags TensorRT 11 removed). The provider options are built by pure functions so they
 are tested without a GPU. onnxruntime falls back to the CPU silently when a provider fails to
 load; the backends refuse that instead.
+
+`ort.get_available_providers()` lists what the wheel was built with, not what can load here, so a
+provider counts as usable only when a tiny session on it starts and runs (`probe_provider`, once
+per process). Before any session, `prepare_provider_libraries` makes the libraries the provider
+links findable: onnxruntime.preload_dlls() for CUDA/cuDNN from the nvidia-* wheels, and
+`import tensorrt` for the TensorRT provider (pip's TensorRT wheels load libnvinfer into the
+process on import; the provider's dlopen of libnvinfer.so.10 finds nothing on its own).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
+import os
 import re
+import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.backends.onnxruntime import OrtCpuBackend
+from toolkit.env import GPU_INSTALL
 from toolkit.errors import UnavailableError
 from toolkit.files.engine_sidecar import EngineOptions
 from toolkit.model import IMAGE_SHAPE, INPUT_NAME
@@ -65,6 +80,157 @@ def cuda_provider_options(device_id: int = 0, strict_fp32: bool = False) -> dict
     return options
 
 
+# --- is a provider usable here? --------------------------------------------------------------------
+
+PROVIDER_OF_BACKEND = {"onnxruntime-cuda": "CUDAExecutionProvider", "onnxruntime-trt": "TensorrtExecutionProvider"}
+# What each missing library means, for the reason a provider is unusable (longest prefix first).
+_LIBRARY_HINTS = (
+    ("libnvinfer", "TensorRT {major}: onnxruntime-gpu's TensorRT provider links libnvinfer.so.{major}; "
+                   "the gpu-cu12/gpu-cu13 extra installs the matching tensorrt-cuNN 10.x"),
+    ("libnvonnxparser", "TensorRT {major}'s ONNX parser (the tensorrt-cuNN libs wheel)"),
+    ("libcudnn", "cuDNN {major}: install onnxruntime-gpu with its [cudnn] extra (the gpu-cu12/gpu-cu13 extra does)"),
+    ("libcuda.so", "the NVIDIA driver library: install or repair the NVIDIA driver"),
+    ("libcu", "the CUDA {major} libraries onnxruntime-gpu was built for: install onnxruntime-gpu with its [cuda] extra "
+              "(the gpu-cu12/gpu-cu13 extra does), and a torch for the same CUDA major"),
+    ("libnvrtc", "the CUDA runtime compiler (nvrtc) of CUDA {major}: onnxruntime-gpu's [cuda] extra"),
+)
+_MISSING_LIBRARY = re.compile(r"(lib[A-Za-z0-9_+-]+\.so(?:\.(\d+))?[.\d]*): cannot open shared object file")
+_ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+_ERROR_LINE = re.compile(r"EP Error|Failed to load|\[E:onnxruntime|error", re.I)
+
+
+@dataclass(frozen=True)
+class ProviderProbe:
+    provider: str
+    usable: bool
+    reason: str  # why not, in one line; "" when usable
+
+
+def explain_provider_failure(provider: str, text: str) -> str:
+    """One line from what onnxruntime (or the dynamic loader) said when `provider` did not start:
+    the missing library and what provides it, else onnxruntime's first error line."""
+    text = _ANSI_COLOUR.sub("", text)  # onnxruntime colours its log lines on a terminal
+    missing = _MISSING_LIBRARY.search(text)
+    if missing:
+        library, major = missing.group(1), missing.group(2) or "?"
+        for prefix, hint in _LIBRARY_HINTS:
+            if library.startswith(prefix):
+                return f"{provider} did not load: {library} was not found ({hint.format(major=major)})"
+        return f"{provider} did not load: {library} was not found"
+    for line in text.splitlines():
+        if _ERROR_LINE.search(line):
+            return f"{provider} did not start: {' '.join(line.split())[:240]}"
+    last = [line for line in text.splitlines() if line.strip()]
+    return f"{provider} did not start: {' '.join(last[-1].split())[:240] if last else 'onnxruntime said nothing'}"
+
+
+@contextlib.contextmanager
+def _collected_output():
+    """What native code and print() write to stdout and stderr while the block runs, collected
+    into a list of lines instead of the terminal: onnxruntime's provider errors and
+    preload_dlls() print there, and the toolkit's own messages must stay one line."""
+    lines: list[str] = []
+    sys.stdout.flush()
+    sys.stderr.flush()
+    python_text = io.StringIO()
+    with tempfile.TemporaryFile() as sink:
+        saved = os.dup(1), os.dup(2)
+        try:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            with contextlib.redirect_stdout(python_text), contextlib.redirect_stderr(python_text):
+                yield lines
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            sink.seek(0)
+            lines.extend(sink.read().decode("utf-8", "replace").splitlines())
+            lines.extend(python_text.getvalue().splitlines())
+
+
+@functools.cache
+def prepare_provider_libraries(provider: str) -> tuple[str, ...]:
+    """Make the libraries `provider` links findable before a session asks for them (once per
+    process); returns what failed, in words (empty when nothing did)."""
+    problems = []
+    if provider == "TensorrtExecutionProvider":
+        from toolkit.backends.tensorrt_env import tensorrt_import_problem
+
+        if tensorrt_import_problem():
+            problems.append(tensorrt_import_problem())
+    import onnxruntime as ort
+
+    preload = getattr(ort, "preload_dlls", None)  # onnxruntime 1.21 and later
+    if preload is not None:
+        with _collected_output() as said:
+            try:
+                preload()
+            except Exception as exc:  # noqa: BLE001 - a helper that only loads libraries; its failure is a reason, not a crash
+                said.append(f"preload_dlls failed: {exc}")
+        problems.extend(line.strip() for line in said if line.strip().lower().startswith(("failed", "preload_dlls failed")))
+    return tuple(problems)
+
+
+def _which_onnxruntime() -> str:
+    """Which distribution owns the `onnxruntime` module, in words (they share one folder)."""
+    from toolkit.env import package_version
+
+    cpu, gpu = package_version("onnxruntime"), package_version("onnxruntime-gpu")
+    if cpu and gpu:
+        return (f"'onnxruntime' {cpu} and 'onnxruntime-gpu' {gpu} are both installed and overwrite each other's files; "
+                "uninstall both, then reinstall onnxruntime-gpu alone")
+    if gpu:
+        return f"'onnxruntime-gpu' {gpu} was built without it"
+    return "the CPU package 'onnxruntime' is installed, not 'onnxruntime-gpu'"
+
+
+def _probe_model() -> bytes:
+    """A one-node model (y = x + x on a 1x4 float32 tensor): enough for a provider to start and run."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "x"], ["y"])], "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9).SerializeToString()
+
+
+@functools.cache
+def probe_provider(provider: str) -> ProviderProbe:
+    """Whether `provider` starts and runs here: a tiny session on it alone, with onnxruntime's
+    silent CPU fallback off. Cached per process; nothing is written to disk."""
+    import numpy as np
+    import onnxruntime as ort
+
+    if provider not in ort.get_available_providers():
+        return ProviderProbe(provider, False, f"onnxruntime {ort.__version__} lacks {provider}: {_which_onnxruntime()}")
+    problems = prepare_provider_libraries(provider)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: they are collected for the reason
+    failure = None
+    with _collected_output() as said:
+        try:
+            session = ort.InferenceSession(_probe_model(), sess_options=options, providers=[(provider, {"device_id": "0"})],
+                                           enable_fallback=0)
+            active = session.get_providers()
+            if not active or active[0] != provider:
+                failure = f"onnxruntime fell back to {', '.join(active) or 'no provider'}"
+            else:
+                x = np.arange(4, dtype=np.float32).reshape(1, 4)
+                y = session.run(None, {"x": x})[0]
+                if not np.array_equal(y, x + x):
+                    failure = f"it computed {y.tolist()} for x + x = {(x + x).tolist()}"
+        except Exception as exc:  # noqa: BLE001 - any failure to start means "unusable", with onnxruntime's words
+            failure = f"EP Error: {exc}"
+    if failure is None:
+        return ProviderProbe(provider, True, "")
+    # The loader's words (a missing library) explain a failure best, wherever they were printed.
+    return ProviderProbe(provider, False, explain_provider_failure(provider, "\n".join([*said, *problems, failure])))
+
+
 class OrtCudaBackend(OrtCpuBackend):
     name = "onnxruntime-cuda"
     device = "cuda"
@@ -77,9 +243,9 @@ class OrtCudaBackend(OrtCpuBackend):
     def _load(self) -> None:
         import torch
 
-        # Initialise CUDA through PyTorch first: onnxruntime-gpu then finds the CUDA and cuDNN
-        # libraries PyTorch already loaded and shares its primary context.
+        # Initialise CUDA through PyTorch first: onnxruntime-gpu then shares its primary context.
         torch.cuda.init()
+        prepare_provider_libraries(self.provider)
         super()._load()
         active = self.session.get_providers()
         if not active or active[0] != self.provider:
@@ -87,7 +253,7 @@ class OrtCudaBackend(OrtCpuBackend):
             raise UnavailableError(
                 f"onnxruntime could not enable {self.provider} (active: {', '.join(active) or 'none'}); "
                 "its CUDA, cuDNN or TensorRT libraries did not load",
-                "check `toolkit info` and the README's GPU and TensorRT section",
+                f"check `toolkit info`; {GPU_INSTALL}",
             )
 
     def details(self) -> dict:

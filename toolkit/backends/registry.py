@@ -1,18 +1,18 @@
 """Which backends exist, which are usable on this machine and, for the others, why not.
 
 Availability is decided without importing heavy packages (importlib.util.find_spec), except that
-CUDA backends ask torch whether a GPU is present, and only when their package is installed.
+CUDA backends ask torch whether a GPU is present, and only when their package is installed; on a
+machine with a GPU, the TensorRT and onnxruntime GPU backends are then tried for real (status()).
 """
 
 from __future__ import annotations
 
-import functools
 import importlib
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolkit.env import cuda_available
+from toolkit.env import GPU_INSTALL, cuda_available
 from toolkit.errors import InputError, ModelFileError, UnavailableError
 from toolkit.files import paths
 
@@ -38,8 +38,6 @@ class BackendStatus:
     precisions: tuple[str, ...]
 
 
-GPU_INSTALL = "pip install 'toolkit[gpu]' in an environment without the CPU onnxruntime (see README, GPU and TensorRT)"
-
 SPECS: tuple[BackendSpec, ...] = (
     BackendSpec("pytorch", "pytorch", "TorchBackend", "cpu", ("fp32",), "checkpoint", ("torch",), "pip install torch"),
     BackendSpec("pytorch-cuda", "pytorch", "TorchCudaBackend", "cuda", ("fp32", "fp16"), "checkpoint", ("torch",), "a CUDA build of torch and an NVIDIA GPU"),
@@ -63,25 +61,35 @@ def get_spec(name: str) -> BackendSpec:
         raise InputError(f"unknown backend {name!r}", f"choose from {', '.join(backend_names())}") from None
 
 
-@functools.lru_cache(maxsize=1)
-def _ort_providers() -> tuple[str, ...]:
-    import onnxruntime as ort
-
-    return tuple(ort.get_available_providers())
-
-
 def status(name: str) -> BackendStatus:
+    """Whether `name` can run here, and why not. A GPU backend is usable only when what it runs on
+    actually starts: `import tensorrt` works (tensorrt, onnxruntime-trt) and a tiny onnxruntime
+    session on its provider runs (onnxruntime-cuda, onnxruntime-trt; probed once per process).
+    Anything short of that makes the backend unavailable with the reason, never an error."""
     spec = get_spec(name)
+
+    def unavailable(reason: str) -> BackendStatus:
+        return BackendStatus(name, False, reason, spec.device, spec.precisions)
+
     for pkg in spec.packages:
         if importlib.util.find_spec(pkg) is None:
-            return BackendStatus(name, False, f"Python package '{pkg}' is not installed ({spec.install})", spec.device, spec.precisions)
+            return unavailable(f"Python package '{pkg}' is not installed ({spec.install})")
+    if "tensorrt" in spec.packages:  # a broken TensorRT install is worth saying even without a GPU
+        from toolkit.backends.tensorrt_env import tensorrt_import_problem
+
+        problem = tensorrt_import_problem()
+        if problem:
+            return unavailable(f"{problem} ({GPU_INSTALL})")
     if spec.device == "cuda":
         ok, why = cuda_available()
         if not ok:
-            return BackendStatus(name, False, f"needs a CUDA GPU: {why}", spec.device, spec.precisions)
-    provider = {"onnxruntime-cuda": "CUDAExecutionProvider", "onnxruntime-trt": "TensorrtExecutionProvider"}.get(name)
-    if provider and provider not in _ort_providers():
-        return BackendStatus(name, False, f"onnxruntime lacks {provider} (the CPU build is installed; {GPU_INSTALL})", spec.device, spec.precisions)
+            return unavailable(f"needs a CUDA GPU: {why}")
+    if spec.module == "onnxruntime_gpu":
+        from toolkit.backends.onnxruntime_gpu import PROVIDER_OF_BACKEND, probe_provider
+
+        probe = probe_provider(PROVIDER_OF_BACKEND[name])
+        if not probe.usable:
+            return unavailable(f"{probe.reason} ({GPU_INSTALL})")
     return BackendStatus(name, True, "", spec.device, spec.precisions)
 
 

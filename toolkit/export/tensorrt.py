@@ -58,16 +58,38 @@ def _parser_errors(parser: trt.OnnxParser) -> list[str]:
     return messages
 
 
+def network_flags(trt) -> int:
+    """Creation flags for a strongly typed network.
+
+    10.x: strong typing is opt-in through NetworkDefinitionCreationFlag.STRONGLY_TYPED (value 1).
+    11.x: every network is strongly typed; the flag survives (value 0), deprecated and ignored,
+    so none is passed. Never hard-code the value: it differs between the majors."""
+    from toolkit.backends.tensorrt_env import tensorrt_major
+
+    if tensorrt_major(trt.__version__) >= 11:
+        return 0
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+
+
+def is_strongly_typed(network: trt.INetworkDefinition, trt) -> bool:
+    """Whether `network` is strongly typed. On 11.x it always is, and get_flag(STRONGLY_TYPED) of a
+    deprecated, ignored flag may read False: only 10.x is asked."""
+    from toolkit.backends.tensorrt_env import tensorrt_major
+
+    if tensorrt_major(trt.__version__) >= 11:
+        return True
+    return bool(network.get_flag(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+
+
 def _parse(builder: trt.Builder, logger, onnx_bytes: bytes, onnx_path: Path, precision: str):
     """A strongly typed network parsed from the ONNX; the parser is returned too: it owns the weights."""
     import tensorrt as trt
 
-    # The flag's value differs between 10.x and 11.x: always compute it from the enum.
-    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    network = builder.create_network(network_flags(trt))
     if network is None:
         raise EngineBuildError("TensorRT could not create a network definition", "re-run with --debug for TensorRT's log")
-    if not network.get_flag(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED):
-        raise EngineBuildError("TensorRT did not create a strongly typed network", "use TensorRT 10.x or newer")
+    if not is_strongly_typed(network, trt):
+        raise EngineBuildError(f"TensorRT {trt.__version__} did not create a strongly typed network", "use TensorRT 10.x or newer")
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_bytes, str(onnx_path)):
         errors = _parser_errors(parser) or [" ".join(logger.take_errors()) or "no details given"]
@@ -96,8 +118,10 @@ def _configure(builder: trt.Builder, config: trt.IBuilderConfig, options: Engine
     profile = builder.create_optimization_profile()
     low, opt, high = options.input_shapes()
     try:
-        profile.set_shape(INPUT_NAME, low, opt, high)  # returns None; the binding raises ValueError on bad shapes
-    except ValueError as exc:
+        # Returns None; the binding throws std::runtime_error (RuntimeError in Python) when TensorRT
+        # rejects the shapes, and pybind11 raises TypeError/ValueError for arguments it cannot convert.
+        profile.set_shape(INPUT_NAME, low, opt, high)
+    except (RuntimeError, TypeError, ValueError) as exc:
         raise InputError(f"TensorRT rejected the batch profile {options.min_batch}/{options.opt_batch}/{options.max_batch} ({exc})",
                          "pass min <= opt <= max batch sizes") from None
     if config.add_optimization_profile(profile) < 0:
@@ -168,7 +192,7 @@ def build_engine(onnx_path: str | Path, precision: str, out_dir: str | Path = pa
     logger.take_errors()
     import tensorrt as trt
 
-    from toolkit.backends.tensorrt_env import create_with_logger
+    from toolkit.backends.tensorrt_env import create_with_logger, tensorrt_cuda
 
     builder: trt.Builder = create_with_logger(trt.Builder, logger, "builder")
     network, parser = _parse(builder, logger, onnx_bytes, onnx_path, precision)  # the parser holds the weights until the build ends
@@ -184,7 +208,7 @@ def build_engine(onnx_path: str | Path, precision: str, out_dir: str | Path = pa
         engine_path=engine, engine_bytes=engine_bytes, onnx_path=onnx_path, onnx_sha256=sha256_bytes(onnx_bytes),
         precision=precision, strict_fp32=options.strict_fp32, tf32=tf32, profile=options.profile,
         workspace_mb=options.workspace_mb, io=io, environment=environment,
-        build_seconds=time.perf_counter() - t0, extra={"cuda_runtime": _cuda_runtime()},
+        build_seconds=time.perf_counter() - t0, extra={"cuda_runtime": tensorrt_cuda()},
     )
     _write_outputs(engine, engine_bytes, record, onnx_path, _serialized_timing_cache(config, engine, options, precision), cache_path)
     return EngineResult(
@@ -193,12 +217,6 @@ def build_engine(onnx_path: str | Path, precision: str, out_dir: str | Path = pa
         len(engine_bytes), record["engine"]["sha256"], str(onnx_path), record["onnx"]["sha256"], cache_note,
         time.perf_counter() - t0,
     )
-
-
-def _cuda_runtime() -> str | None:
-    import torch
-
-    return torch.version.cuda
 
 
 def _serialized_timing_cache(config: trt.IBuilderConfig, engine: Path, options: EngineOptions, precision: str) -> bytes:
