@@ -319,16 +319,8 @@ def verify(directory):
 def bench(backends, precisions, batch_sizes, warmup, iterations, min_seconds, threads, quick, torch_compile, direct, baseline,
           threshold, out_dir, quiet, peak, tune, budget, config_file, checkpoint, artifacts_dir, data_dir):
     """Latency and throughput of every available (backend, precision) pair over a batch-size sweep."""
-    from toolkit.bench import (
-        BenchConfig,
-        Warmup,
-        compare_to_baseline,
-        load_report,
-        load_tuned,
-        run_bench,
-        summarize,
-        tune_to_file,
-    )
+    from toolkit.bench import BenchConfig, compare_to_baseline, load_report, run_bench, summarize
+    from toolkit.bench.tune import tune_to_file
     from toolkit.errors import CheckFailed, InputError
     from toolkit.files.store import check_writable_dir
     from toolkit.report import format_bench, format_tuned, write_bench_reports
@@ -339,9 +331,8 @@ def bench(backends, precisions, batch_sizes, warmup, iterations, min_seconds, th
         tuned, path = tune_to_file(out_dir, budget, backend_list, precision_list, batch_sizes and _batch_sizes(batch_sizes), checkpoint, artifacts_dir,
                                    data_dir, progress, {"--baseline": baseline, "--config": config_file, "--quick": quick})
         return click.echo(format_tuned(tuned) + f"\ntuned settings: {path}")
-    options = dict(batch_sizes=None if batch_sizes is None else _batch_sizes(batch_sizes), warmup=None if warmup is None else Warmup.parse(warmup),
-                   iterations=iterations, min_seconds=min_seconds, threads=threads, torch_compile=torch_compile, direct=direct, peak=peak,
-                   tuned=load_tuned(config_file) if config_file else None)
+    options = dict(batch_sizes=None if batch_sizes is None else _batch_sizes(batch_sizes), warmup=warmup, iterations=iterations,
+                   min_seconds=min_seconds, threads=threads, torch_compile=torch_compile, direct=direct, peak=peak, tuned=config_file)
     config = BenchConfig.quick_defaults(**options) if quick else BenchConfig(**{k: v for k, v in options.items() if v is not None})
     if threshold is None or not math.isfinite(threshold) or threshold < 0:
         raise InputError(f"--threshold must be zero or more, got {threshold}", "pass e.g. --threshold 0.1 for 10%")

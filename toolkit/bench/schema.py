@@ -100,9 +100,16 @@ class BenchConfig:
     max_stored_samples: int = MAX_STORED_SAMPLES
     peak: bool = True  # measure this machine's peak and report each cell's share of it
     profile: bool = True  # per-node profiles (runtime profilers) of the CPU runtimes at the largest batch
-    tuned: object | None = None  # a toolkit.bench.tuned.TunedFile: add its rows ("tuned") beside the defaults
+    tuned: object | None = None  # a toolkit.bench.tuned.TunedFile (or its path): add its rows ("tuned") beside the defaults
 
     def __post_init__(self):
+        # As the CLI passes them: warm-up text ("0.2s", "20") and a tuned.json path are read here.
+        if not isinstance(self.warmup, Warmup):
+            object.__setattr__(self, "warmup", Warmup.parse(self.warmup))
+        if self.tuned is not None and isinstance(self.tuned, (str, os.PathLike)):
+            from toolkit.bench.tuned import load_tuned
+
+            object.__setattr__(self, "tuned", load_tuned(self.tuned))
         if not self.batch_sizes or any(not isinstance(b, int) or isinstance(b, bool) or b <= 0 for b in self.batch_sizes):
             raise InputError(f"batch sizes must be positive integers, got {list(self.batch_sizes)}", "pass e.g. --batch-sizes 1,8,32")
         if self.iterations < 1:
