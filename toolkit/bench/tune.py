@@ -42,8 +42,8 @@ TUNE_ITERATIONS = 40
 TUNE_MIN_SECONDS = 0.6
 # Rough costs used to decide whether a step fits what is left of the budget.
 STEP_OVERHEAD_S = 0.5  # load, warm-up, re-warm calls
-PYTORCH_WEIGHT = 6.0  # share of the budget a PyTorch search gets, against 1 for the others
-COMPILE_STEP_S = 90.0  # torch.compile compiles during its first calls, and again for the gate's batch sizes
+PYTORCH_WEIGHT = 7.0  # share of the budget a PyTorch search gets, against 1 for the others (one compile step fits)
+COMPILE_STEP_S = 60.0  # torch.compile compiles during its first calls, and again for the gate's batch sizes
 
 
 def tune_config() -> BenchConfig:
