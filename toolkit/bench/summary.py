@@ -134,10 +134,20 @@ def summarize(report: BenchReport, confidence: float = 0.95) -> BenchSummary:
                             not missed and not unstable, f"{each} ({100 * confidence:g}% CI)"))
     tuned = tuned_gains(report, confidence)
     for g in tuned:
-        settings = ", ".join(f"{k}={v}" for k, v in sorted(g.options.items()))
+        settings = ", ".join(f"{k}={v}" for k, v in sorted(g.options.items()) if v != _default_option(g.backend, g.precision, k))
         ratios.append(Ratio(f"batch {g.batch_size}: {g.backend}/{g.precision} ({g.variant}) / default speed", g.speedup, None, None,
                             f"{g.tuned_median_us:,.1f} µs vs {g.default_median_us:,.1f} µs [{g.ci_low:.3f}..{g.ci_high:.3f}] with {settings}"))
     return BenchSummary(ratios, overhead, tuned)
+
+
+def _default_option(backend: str, precision: str, name: str):
+    """The default of a backend option (its first allowed value); threads have none (every core)."""
+    from toolkit.backends import registry
+
+    try:
+        return (registry.option_choices(backend, precision) or {}).get(name, (None,))[0]
+    except Exception:  # noqa: BLE001 - a report from elsewhere may name a backend this toolkit lacks
+        return None
 
 
 def tuned_gains(report: BenchReport, confidence: float = 0.95) -> list[TunedGain]:

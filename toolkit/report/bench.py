@@ -284,7 +284,8 @@ def _roofline_plot(report, series, sizes, title, plt, colors, markers) -> bytes:
         first = points[0][1]
         ax.plot([b for b, _ in points], [c.ops_per_second / 1e9 for _, c in points], color=colors(i % 20),
                 marker=markers.get(first.backend, "v"), linestyle=":" if first.variant == "compile" else "-", label=label)
-    for p, style in zip(report.peak.peaks, ("--", "-.", ":"), strict=False):
+    used = {c.peak_dtype for c in report.ok_cells() if c.peak_dtype}
+    for p, style in zip([p for p in report.peak.peaks if p.dtype in used], ("--", "-.", ":"), strict=False):
         ax.axhline(p.ops_per_second / 1e9, color="black", linestyle=style, linewidth=1)
         ax.annotate(f"{p.dtype} peak {p.ops_per_second / 1e9:,.0f} GOP/s", (sizes[0], p.ops_per_second / 1e9), fontsize=8,
                     xytext=(2, 3), textcoords="offset points")
