@@ -1,7 +1,8 @@
 """The command line: parse options, call one function, print its result, map errors to exit codes.
 
 Heavy modules (torch, onnx, runtimes) are imported inside the commands so `toolkit --help` is fast
-and works without optional packages.
+and works without optional packages. The file runs over 400 lines: one short command per verb, all
+options in one place; the work lives in the modules the commands call.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ import traceback
 import click
 
 from toolkit import __version__
-from toolkit.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_UNAVAILABLE, ToolkitError
+from toolkit.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_UNAVAILABLE,
+    InputError,
+    ToolkitError,
+)
 from toolkit.files import paths
 from toolkit.train import TrainConfig
 
@@ -155,14 +163,20 @@ _artifacts_option = click.option(
 @_checkpoint_option
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="artifacts", show_default=True, help="Output directory.")
 @click.option("--calibration-images", type=int, default=1000, show_default=True, help="int8: training images used for calibration.")
+@click.option("--calibration", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True,
+              help="int8, int8-cpu (ONNX): onnxruntime's calibrator for activation ranges (recorded in the metadata and manifest).")
+@click.option("--percentile", type=float, default=None, help="--calibration percentile: the cut, in percent (default 99.99).")
 @click.option("--min-batch", type=int, default=1, show_default=True, help="tensorrt: optimization profile minimum batch.")
 @click.option("--opt-batch", type=int, default=64, show_default=True, help="tensorrt: profile batch the kernels are tuned for.")
 @click.option("--max-batch", type=int, default=1024, show_default=True, help="tensorrt: profile maximum batch.")
 @click.option("--workspace-mb", type=int, default=1024, show_default=True, help="tensorrt: builder workspace limit (MiB).")
 @click.option("--strict-fp32", is_flag=True, help="tensorrt: disable TF32 so fp32 engines compute in true fp32.")
 @_data_dir_option
-def export(fmt, precision, checkpoint, out_dir, calibration_images, min_batch, opt_batch, max_batch, workspace_mb, strict_fp32, data_dir):
+def export(fmt, precision, checkpoint, out_dir, calibration_images, calibration, percentile, min_batch, opt_batch, max_batch,
+           workspace_mb, strict_fp32, data_dir):
     """Export the checkpoint to ONNX (fp32, fp16, int8 Q/DQ) or build TensorRT engines."""
+    if (fmt == "tensorrt" or precision in ("fp32", "fp16")) and (calibration != "minmax" or percentile is not None):
+        raise InputError("--calibration applies to ONNX int8 and int8-cpu exports", "use --format onnx --precision int8|int8-cpu|all")
 
     precisions = list(paths.ONNX_PRECISIONS if fmt == "onnx" else paths.PRECISIONS) if precision == "all" else [precision]
     if fmt == "onnx":
@@ -170,7 +184,8 @@ def export(fmt, precision, checkpoint, out_dir, calibration_images, min_batch, o
         from toolkit.report import format_export_result
 
         for p in precisions:
-            click.echo(format_export_result(export_onnx(checkpoint, p, out_dir, data_dir=data_dir, calibration_images=calibration_images)))
+            click.echo(format_export_result(export_onnx(checkpoint, p, out_dir, data_dir=data_dir, calibration_images=calibration_images,
+                                                        calibration=calibration, percentile=percentile)))
         return
     from toolkit.export.tensorrt import EngineOptions, build_engine_from_checkpoint
     from toolkit.report import format_engine_result
@@ -232,6 +247,38 @@ def eval_cmd(backends, precisions, batch_sizes, min_accuracy, max_logit_diff, mi
         first = f"{bad[0].backend}/{bad[0].precision} {bad[0].status}: {bad[0].reason}" if bad else "no pair passed"
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise CheckFailed(f"parity gate failed: {first}{more}; see the table above and {md_path}")
+
+
+# --- diagnose -----------------------------------------------------------------------------------
+
+@cli.command()
+@click.option("--backend", required=True, help="onnxruntime, openvino or tensorrt.")
+@click.option("--precision", required=True, help="fp16, int8, int8-cpu (or fp32).")
+@click.option("--images", default="flipped", show_default=True, help="'flipped': this pair's flipped images in parity.json plus 256 fixed others; or N: the first N test images.")
+@click.option("--min-sqnr", type=float, default=None, help="SQNR threshold (dB) for the verdict (default 12: see the README).")
+@click.option("--calibration", type=click.Choice(["minmax", "entropy", "percentile"]), default=None, help="int8: diagnose the export this calibration makes (in memory).")
+@click.option("--percentile", type=float, default=None, help="With --calibration percentile: the cut (default 99.99).")
+@click.option("--bisect", is_flag=True, help="Find the smallest set of nodes to keep in fp32 so a re-export passes the full parity gate.")
+@click.option("--write", is_flag=True, help="With --bisect: write that re-export as artifacts/mnist_cnn.<precision>-mixed.onnx.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="artifacts/diagnose", show_default=True)
+@click.option("--threads", type=int, default=None, help="Runtime threads (default: all cores).")
+@_checkpoint_option
+@_artifacts_option
+@_data_dir_option
+def diagnose(backend, precision, images, min_sqnr, calibration, percentile, bisect, write, out_dir, threads, checkpoint, artifacts_dir,
+             data_dir):
+    """Which layer breaks parity: every tensor against the fp32 ONNX's; exit 1 when one is below the threshold."""
+    from toolkit.diagnose import diagnose as run_diagnose
+    from toolkit.export.quantize import calibration_recipe
+    from toolkit.files.store import check_writable_dir
+    from toolkit.report.diagnose import format_diagnosis, write_diagnosis_reports
+
+    check_writable_dir(out_dir, create=True)  # before the work, not after it
+    result = run_diagnose(backend, precision, artifacts_dir, checkpoint, images, min_sqnr, bisect, write, data_dir, threads,
+                          calibration=calibration_recipe(calibration, percentile))
+    written = write_diagnosis_reports(result, out_dir)
+    click.echo(format_diagnosis(result) + f"\nreports: {', '.join(map(str, written))} ({result.seconds:.1f} s)")
+    result.raise_if_broken()
 
 
 # --- info ---------------------------------------------------------------------------------------

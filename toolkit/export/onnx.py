@@ -155,18 +155,28 @@ def export_onnx(
     out_dir: str | Path = paths.ARTIFACTS_DIR,
     data_dir=None,
     calibration_images: int = 1000,
+    calibration: str = "minmax",
+    percentile: float | None = None,
 ) -> ExportResult:
     """Export one precision to `out_dir/mnist_cnn.<precision>.onnx`; fail (nothing written) if its
-    outputs on real test images break the precision's tolerance against PyTorch fp32."""
+    outputs on real test images break the precision's tolerance against PyTorch fp32.
+    int8 and int8-cpu: `calibration` is onnxruntime's calibrator (minmax, entropy, percentile),
+    `percentile` the percentile's cut (default DEFAULT_PERCENTILE); both recorded in the metadata."""
     import time
 
     import onnx  # noqa: F401 - both are needed after the export: a missing one should stop it before the work
     import onnxruntime  # noqa: F401
 
+    from toolkit.export.quantize import DEFAULT_PERCENTILE, TRAIN_IMAGES, Calibration
     from toolkit.files.checkpoint import load_model
     from toolkit.files.store import check_writable_dir, sha256_bytes, sha256_file, write_artifact
 
     t0 = time.perf_counter()
+    if percentile is not None and calibration != "percentile":
+        raise InputError("--percentile applies to --calibration percentile only", "add --calibration percentile or drop --percentile")
+    recipe = Calibration(calibration, calibration_images, DEFAULT_PERCENTILE if percentile is None else percentile)
+    if precision in ("int8", "int8-cpu"):
+        recipe.check()  # bad calibration options are bad input before the export's work
     out_dir = check_writable_dir(out_dir)
     checkpoint = Path(checkpoint)
     model = load_model(checkpoint)
@@ -179,11 +189,11 @@ def export_onnx(
     elif precision == "int8":
         from toolkit.export.quantize import quantize_int8
 
-        raw, extra = quantize_int8(fp32_bytes, data_dir=data_dir, calibration_images=calibration_images)
+        raw, extra = quantize_int8(fp32_bytes, data_dir=data_dir, calibration=recipe)
     elif precision == "int8-cpu":
         from toolkit.export.quantize import quantize_int8_cpu
 
-        raw, extra = quantize_int8_cpu(fp32_bytes, data_dir=data_dir, calibration_images=calibration_images)
+        raw, extra = quantize_int8_cpu(fp32_bytes, data_dir=data_dir, calibration=recipe)
     else:
         raise InputError(f"unknown precision {precision!r}", f"choose from {', '.join(paths.ONNX_PRECISIONS)}")
     final = finalize(raw, precision, ckpt_sha, extra)
@@ -196,8 +206,12 @@ def export_onnx(
             "check the checkpoint; rerun with --debug",
         )
     target = paths.onnx_path(precision, out_dir)
+    manifest_extra = {"precision": precision, "opset": OPSET}
+    if precision in ("int8", "int8-cpu"):
+        manifest_extra["calibration"] = {"method": recipe.method, "images": min(recipe.images, TRAIN_IMAGES),
+                                         **({"percentile": recipe.percentile} if recipe.method == "percentile" else {})}
     write_artifact(target, lambda tmp: tmp.write_bytes(final), kind=f"onnx-{precision}", parents=[checkpoint],
-                   extra={"precision": precision, "opset": OPSET})
+                   extra=manifest_extra)
     return ExportResult(str(target), precision, OPSET, sha256_bytes(final), len(final), time.perf_counter() - t0, check)
 
 
