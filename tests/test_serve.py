@@ -25,6 +25,8 @@ from conftest import ARTIFACTS, DATA_DIR, assert_one_line_error, run_cli
 from faults import fault_env
 
 from toolkit.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_UNAVAILABLE
+from toolkit.serve.host import alive as _alive
+from toolkit.serve.host import descendants as _descendants
 
 pytest.importorskip("pytriton", reason="the serve extra is not installed (pip install 'toolkit[serve]')")
 pytest.importorskip("tritonclient", reason="the serve extra is not installed (pip install 'toolkit[serve]')")
@@ -33,33 +35,8 @@ MODEL = "mnist_onnxruntime_fp32"
 START_TIMEOUT_S = 120
 
 
-def _descendants(pid: int) -> list[int]:
-    parents = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if stat[0] != "Z":
-                parents[int(entry)] = int(stat[1])
-    out, frontier = [], [pid]
-    while frontier:
-        kids = [p for p, pp in parents.items() if pp == frontier.pop()]
-        out += kids
-        frontier += kids
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _shm_of(pid: int) -> list[str]:
-    return [n for n in os.listdir("/dev/shm") if n.startswith(f"pytrtion{pid}-")]
+    return [n for n in os.listdir("/dev/shm") if n.startswith(f"pytrtion{pid}-")]  # PyTriton's segments for that server
 
 
 class ServeProcess:
@@ -144,13 +121,13 @@ def in_process_logits(test_images):
 # --- through the server: the gate, exact logits, the load benchmark ------------------------------
 
 @pytest.mark.timeout(300)
-def test_gate_through_server_http_and_grpc(server, in_process_logits, checkpoint, data_dir, tmp_path):
+def test_gate_through_server_http_and_grpc(server, in_process_logits, test_images, checkpoint, data_dir):
     """All 10,000 test images through the server over HTTP (batch 1 and 1024) and gRPC (32 and 1024):
     the gate passes, top-1 agreement with the same pair in-process is 100%, same accuracy."""
     from toolkit.parity import run_gate
 
-    in_process = run_gate(checkpoint=checkpoint, artifacts_dir=ARTIFACTS, backends=["onnxruntime"], precisions=["fp32"],
-                          batch_sizes=(1024,), data_dir=data_dir, threads=1).pairs[0]
+    _, labels = test_images
+    in_process_accuracy = 100.0 * float((in_process_logits.argmax(1) == labels).mean())
     for url, sizes in ((server.http_url, (1, 1024)), (server.grpc_url, (32, 1024))):
         report = run_gate(checkpoint=checkpoint, backends=["triton"], precisions=["fp32"], batch_sizes=sizes, data_dir=data_dir,
                           endpoint={"url": url, "model": MODEL})
@@ -158,15 +135,12 @@ def test_gate_through_server_http_and_grpc(server, in_process_logits, checkpoint
         assert pair.status == "pass", (url, pair.reason)
         assert report.images == 10_000
         assert pair.agreement == 1.0 and not pair.flips
-        assert pair.accuracy == in_process.accuracy
+        assert pair.accuracy == in_process_accuracy
         assert pair.runtime.startswith("triton 2.")
     # And the logits themselves: what the server returns is what the same backend returns here.
     from toolkit.backends import registry
 
-    images = in_process_logits  # noqa: F841 - named for the reader: compared below
-    from toolkit.data import load_split_uint8, to_model_input
-
-    x = to_model_input(load_split_uint8("test", data_dir)[0])
+    x, _ = test_images
     for url in (server.http_url, server.grpc_url):
         with registry.create_backend("triton", "fp32", url=url, model=MODEL) as remote:
             out = np.concatenate([remote.run(x[i : i + 1024]) for i in range(0, len(x), 1024)])
@@ -244,21 +218,31 @@ def _free_port() -> int:
 
 @pytest.mark.timeout(120)
 def test_client_errors_are_one_line(server, checkpoint, tmp_path):
+    from toolkit.backends import registry
+    from toolkit.errors import InputError, UnavailableError
+
     common = ("--precision", "fp32", "--batch-sizes", "1024", "--checkpoint", checkpoint, "--report-dir", tmp_path)
     proc = run_cli("eval", "--backend", "triton", "--url", f"http://127.0.0.1:{_free_port()}", *common, timeout=100)
     assert_one_line_error(proc, "no Triton server answers", code=EXIT_UNAVAILABLE)
-    proc = run_cli("eval", "--backend", "triton", "--url", f"grpc://127.0.0.1:{_free_port()}", *common, timeout=100)
-    assert_one_line_error(proc, "no Triton server answers", code=EXIT_UNAVAILABLE)
     proc = run_cli("eval", "--backend", "triton", "--url", server.http_url, "--model", "no_such_model", *common, timeout=100)
     assert_one_line_error(proc, "'no_such_model' is not served", code=EXIT_BAD_INPUT)
-    proc = run_cli("eval", "--backend", "triton", "--url", "ftp://127.0.0.1:1", *common, timeout=100)
-    assert_one_line_error(proc, "scheme", code=EXIT_BAD_INPUT)
-    proc = run_cli("eval", "--backend", "triton", *common, timeout=100)
-    assert_one_line_error(proc, "--url", code=EXIT_BAD_INPUT)
+    # The same checks through the Python API (each CLI start costs seconds of imports).
+    plan = registry.plan_pairs
+    with pytest.raises(UnavailableError, match="no Triton server answers"):
+        plan(["triton"], ["fp32"], checkpoint, endpoint={"url": f"grpc://127.0.0.1:{_free_port()}", "timeout_s": 5})
+    with pytest.raises(InputError, match="'no_such_model' is not served"):
+        plan(["triton"], ["fp32"], checkpoint, endpoint={"url": server.grpc_url, "model": "no_such_model"})
+    with pytest.raises(InputError, match="scheme"):
+        plan(["triton"], ["fp32"], checkpoint, endpoint={"url": "ftp://127.0.0.1:1"})
+    with pytest.raises(InputError, match="--url"):
+        plan(["triton"], ["fp32"], checkpoint)
+    with pytest.raises(InputError, match="one --precision with --model"):
+        plan(["triton"], ["fp32", "int8"], checkpoint, endpoint={"url": server.http_url, "model": MODEL})
     # A served model that is not this precision's (the toolkit's names carry it).
-    proc = run_cli("eval", "--backend", "triton", "--url", server.http_url, "--model", MODEL, "--precision", "int8-cpu",
-                   "--batch-sizes", "1024", "--checkpoint", checkpoint, "--report-dir", tmp_path, timeout=100)
-    assert_one_line_error(proc, "fp32", code=EXIT_BAD_INPUT)
+    with pytest.raises(InputError, match="is fp32 .*not int8-cpu"):
+        plan(["triton"], ["int8-cpu"], checkpoint, endpoint={"url": server.http_url, "model": MODEL})
+    # Without --backend, a server is never contacted: only in-process backends are planned.
+    assert "triton" not in {p.backend for p in plan(None, ["fp32"], checkpoint)}
 
 
 @pytest.mark.timeout(120)
@@ -277,12 +261,12 @@ def test_model_with_another_signature_is_refused(tmp_path, checkpoint):
     ports = [free_port() for _ in range(3)]
     config = TritonConfig(http_address="127.0.0.1", http_port=ports[0], grpc_address="127.0.0.1", grpc_port=ports[1],
                           metrics_port=ports[2], metrics_address="127.0.0.1", exit_timeout_secs=2, log_file=tmp_path / "log")
-    with python_library_path():
-        triton = Triton(config=config)
+    triton = Triton(config=config)
+    try:
         triton.bind(model_name="other", infer_func=double, inputs=[Tensor(name="x", dtype=np.int32, shape=(3,))],
                     outputs=[Tensor(name="y", dtype=np.int32, shape=(3,))], config=ModelConfig(max_batch_size=8))
-    try:
-        triton.run()
+        with python_library_path():  # the server copies the environment when it starts
+            triton.run()
         proc = run_cli("eval", "--backend", "triton", "--url", f"http://127.0.0.1:{ports[0]}", "--model", "other",
                        "--precision", "fp32", "--batch-sizes", "1024", "--checkpoint", checkpoint, "--report-dir", tmp_path,
                        timeout=100)

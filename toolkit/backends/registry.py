@@ -196,6 +196,11 @@ def plan_pairs(backends: list[str] | None, precisions: list[str] | None, checkpo
         if spec.reads == "endpoint":
             asked = sum(1 for n, _ in selected if n == name)
             url, options = _endpoint_options(precision, endpoint, asked) if st.available else ("", {})
+            if st.available:
+                # Like a missing model file, an unreachable server, an unknown model or a foreign
+                # signature is refused before any work (its own error and exit code).
+                with create_backend(name, precision, threads=None, **options):
+                    pass
             planned.append(PlannedPair(name, precision, url, st.available, st.reason, options))
             continue
         path = Path(checkpoint) if spec.reads == "checkpoint" else model_path_for(name, precision, artifacts_dir)
