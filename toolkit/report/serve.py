@@ -32,7 +32,9 @@ def format_server_info(info, token_file: str | None = None) -> str:
 def format_stop_report(report) -> str:
     left = "nothing left running" if report.clean else (
         f"LEFT BEHIND: processes {list(report.leftover_processes)}, shared memory {list(report.leftover_shm)}")
-    return f"server stopped in {report.seconds:.1f}s; {left}"
+    ended = f" (ended {len(report.ended)} orphaned server processes by pid)" if report.ended else ""
+    removed = f" (removed {len(report.removed_shm)} shared-memory segments the dead server left)" if report.removed_shm else ""
+    return f"server stopped in {report.seconds:.1f}s; {left}{ended}{removed}"
 
 
 def format_repository(result) -> str:

@@ -41,9 +41,13 @@ from toolkit.serve.host import (
     alive,
     check_port_free,
     check_serving_support,
+    end_processes,
     free_port,
+    identity,
     python_library_path,
+    remove_shm_segments,
     rss_bytes,
+    same_process_alive,
     server_processes,
     shm_segments,
 )
@@ -120,6 +124,8 @@ class StopReport:
     leftover_processes: tuple[int, ...]  # still running after stop (should be empty)
     leftover_shm: tuple[str, ...]  # /dev/shm segments of this server still present (should be empty)
     server_died: bool  # the server had exited before it was asked to stop
+    ended: tuple[int, ...] = ()  # processes that outlived the server's own shutdown and were ended by pid
+    removed_shm: tuple[str, ...] = ()  # segments a dead server left, removed by name
 
     @property
     def clean(self) -> bool:
@@ -173,6 +179,7 @@ class LocalServer:
         self._triton = None
         self._backends: list = []
         self._pids: tuple[int, ...] = ()
+        self._identities: tuple[tuple[int, int], ...] = ()
         self._log_dir: tempfile.TemporaryDirectory | None = None
 
     # -- life cycle ----------------------------------------------------------------------------
@@ -196,6 +203,7 @@ class LocalServer:
             self.stop()
             raise
         self._pids = tuple(server_processes())
+        self._identities = tuple(i for i in (identity(p) for p in self._pids) if i is not None)
         self.info = ServerInfo(
             http_url=f"http://{cfg.host}:{http_port}", grpc_url=f"grpc://{cfg.host}:{grpc_port}",
             metrics_url=f"http://{cfg.host}:{metrics_port}/metrics", models=tuple(m for m, _ in models), max_batch=cfg.max_batch,
@@ -273,6 +281,7 @@ class LocalServer:
         t0 = time.perf_counter()
         died = self._triton is not None and not self.alive()
         pids = set(self._pids) | set(server_processes())
+        idents = [i for i in (identity(p) for p in pids) if i is not None] + list(self._identities)
         if self._triton is not None:
             with contextlib.suppress(Exception):
                 self._triton.stop()
@@ -284,13 +293,19 @@ class LocalServer:
         deadline = time.monotonic() + 5.0
         while time.monotonic() < deadline and any(alive(p) for p in pids):
             time.sleep(0.05)
+        # A server that was killed leaves its python-backend stub (reparented away from this process,
+        # so only the identities recorded at start find it) and its shared-memory segment behind.
+        ended = end_processes(idents)
+        removed = remove_shm_segments() if died or ended else []
         if self._log_dir is not None:
             self._log_dir.cleanup()
         self.stop_report = StopReport(
             seconds=time.perf_counter() - t0,
-            leftover_processes=tuple(sorted(p for p in pids if alive(p))),
+            leftover_processes=tuple(sorted({i[0] for i in idents if same_process_alive(i)})),
             leftover_shm=tuple(shm_segments()),
             server_died=died,
+            ended=tuple(ended),
+            removed_shm=tuple(removed),
         )
         return self.stop_report
 
@@ -327,7 +342,8 @@ def run_server(config: ServeConfig, on_ready: Callable[[ServerInfo], None] | Non
             with contextlib.suppress(OSError):
                 Path(token_file).unlink()
     if report.server_died:
-        raise CheckFailed("the Triton server exited on its own", "re-run with --debug to see why")
+        cleanup = f"; ended {len(report.ended)} orphaned server processes and removed {len(report.removed_shm)} shared-memory segments" if report.ended or report.removed_shm else ""
+        raise CheckFailed(f"the Triton server exited on its own{cleanup}", "check the machine's log (killed? out of memory?) and start it again")
     if not report.clean:
         raise CheckFailed(f"the server left processes {list(report.leftover_processes)} or shared memory {list(report.leftover_shm)} behind",
                           "stop them by their id; please report this")

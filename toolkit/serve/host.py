@@ -154,3 +154,48 @@ def rss_bytes(pid: int) -> int | None:
     except OSError:
         return None
     return None
+
+
+def identity(pid: int) -> tuple[int, int] | None:
+    """(pid, start time in clock ticks since boot): names one process even after its pid is reused."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as fh:
+            return pid, int(fh.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def same_process_alive(ident: tuple[int, int]) -> bool:
+    return alive(ident[0]) and identity(ident[0]) == ident
+
+
+def end_processes(idents: list[tuple[int, int]], grace_s: float = 3.0) -> list[int]:
+    """SIGTERM, then after `grace_s` SIGKILL, each listed process that is still the same process (a
+    server's orphans: a python-backend stub whose tritonserver was killed is reparented away from
+    us). Returns the pids that had to be ended."""
+    import signal
+    import time
+
+    ended = []
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        targets = [i for i in idents if same_process_alive(i)]
+        for pid, _ in targets:
+            with contextlib.suppress(OSError):
+                os.kill(pid, sig)
+            if pid not in ended:
+                ended.append(pid)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and any(same_process_alive(i) for i in targets):
+            time.sleep(0.05)
+    return ended
+
+
+def remove_shm_segments(pid: int | None = None) -> list[str]:
+    """Unlink PyTriton's /dev/shm segments of the server run by `pid` (default: this process): a
+    tritonserver that was killed cannot remove its own."""
+    removed = []
+    for name in shm_segments(pid):
+        with contextlib.suppress(OSError):
+            os.unlink(f"/dev/shm/{name}")
+            removed.append(name)
+    return removed
