@@ -241,6 +241,19 @@ def test_client_errors_are_one_line(server, checkpoint, tmp_path):
     # A served model that is not this precision's (the toolkit's names carry it).
     with pytest.raises(InputError, match="is fp32 .*not int8-cpu"):
         plan(["triton"], ["int8-cpu"], checkpoint, endpoint={"url": server.http_url, "model": MODEL})
+    # A client that skips the toolkit's own checks (raw tritonclient, unscaled 0..255 pixels) gets an
+    # error response from the served backend's input check, and the server keeps serving.
+    import tritonclient.http as raw
+
+    client = raw.InferenceServerClient(server.http_url.split("://")[1])
+    bad = raw.InferInput("input", [2, 1, 28, 28], "FP32")
+    bad.set_data_from_numpy(np.full((2, 1, 28, 28), 255, np.float32))
+    with pytest.raises(Exception, match="expected \\[0, 1\\]"):
+        client.infer(MODEL, [bad])
+    good = raw.InferInput("input", [2, 1, 28, 28], "FP32")
+    good.set_data_from_numpy(np.zeros((2, 1, 28, 28), np.float32))
+    assert client.infer(MODEL, [good]).as_numpy("logits").shape == (2, 10)
+    client.close()
     # Without --backend, a server is never contacted: only in-process backends are planned.
     assert "triton" not in {p.backend for p in plan(None, ["fp32"], checkpoint)}
 

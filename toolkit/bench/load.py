@@ -331,6 +331,7 @@ class SoakResult:
     rss_end: dict[str, int]
     rss_max: dict[str, int]
     rss_bound_bytes: int
+    stop: object | None = None  # serve.StopReport of the server soaked, when the soak started it
 
     @property
     def growth(self) -> dict[str, int]:
@@ -339,7 +340,8 @@ class SoakResult:
     @property
     def passed(self) -> bool:
         return (self.cell.failed == 0 and self.cell.wrong == 0 and self.cell.requests > 0
-                and all(g <= self.rss_bound_bytes for g in self.growth.values()))
+                and all(g <= self.rss_bound_bytes for g in self.growth.values())
+                and (self.stop is None or self.stop.clean))
 
 
 def run_soak(row: LoadRow, images: np.ndarray, reference: np.ndarray | None, concurrency: int, batch_sizes: tuple[int, ...],

@@ -140,9 +140,18 @@ def run_serving_bench(
 def _process_label(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/comm", encoding="utf-8") as fh:
-            return f"{fh.read().strip()} ({pid})"
+            name = fh.read().strip()
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            cmdline = fh.read()
     except OSError:
         return str(pid)
+    if b"resource_tracker" in cmdline:
+        name = "stub's resource tracker"
+    elif b"spawn_main" in cmdline:
+        name = "stub's tensor-store manager"  # PyTriton's shared-memory block manager, a multiprocessing child
+    elif name.startswith("triton_python"):
+        name = "python-backend stub"
+    return f"{name} ({pid})"
 
 
 def run_serving_soak(
@@ -175,8 +184,10 @@ def run_serving_soak(
                       _statistics_fn(url, pair[1], model, info.access_token))
         processes = {_process_label(pid): pid for pid in info.pids}
         processes[f"this process: backends + clients ({os.getpid()})"] = os.getpid()
-        return run_soak(row, images, reference, concurrency, batch_sizes, seconds, processes, rss_bytes,
-                        int(rss_bound_mb * 1024 * 1024))
+        result = run_soak(row, images, reference, concurrency, batch_sizes, seconds, processes, rss_bytes,
+                          int(rss_bound_mb * 1024 * 1024))
+    result.stop = server.stop_report
+    return result
 
 
 def run_load_command(backends: list[str] | None, precisions: list[str] | None, urls: list[str], model: str | None,

@@ -131,5 +131,7 @@ def format_soak(result) -> str:
                      f"bound {result.rss_bound_bytes / mib:.0f} MiB)")
     if c.first_error:
         lines.append(f"  first error: {c.first_error}")
+    if result.stop is not None:
+        lines.append(f"  {format_stop_report(result.stop)}")
     lines.append("soak PASSED" if result.passed else "soak FAILED")
     return "\n".join(lines)
