@@ -180,14 +180,17 @@ def plan_pairs(backends: list[str] | None, precisions: list[str] | None, checkpo
                artifacts_dir: str | Path = paths.ARTIFACTS_DIR, endpoint: dict | None = None) -> list[PlannedPair]:
     """Every requested pair with the file it reads, checked before any work: unknown names and a
     missing model file of a usable pair are bad input; a backend requested by name that can't run
-    here is an UnavailableError; other unavailable backends are planned as skipped, with the reason."""
+    here is an UnavailableError; other unavailable backends are planned as skipped, with the reason.
+    `endpoint` ({"url", "model", "timeout_s", "token"}) is where the endpoint backend (triton) runs:
+    its server is asked once here, so an unreachable server (UnavailableError), an unknown model or a
+    foreign signature (bad input) stops the run before any work. A URL alone selects that backend."""
+    if endpoint and endpoint.get("url") and not backends:
+        backends = ["triton"]  # --url alone: the server's model
     for name in backends or []:
         get_spec(name)
         st = status(name)
         if not st.available:
             raise UnavailableError(f"backend {name} was requested but is unavailable: {st.reason}")
-    if endpoint and endpoint.get("url") and not backends:
-        backends = ["triton"]  # --url alone: the server's model
     planned = []
     selected = select_pairs(backends, precisions)
     for name, precision in selected:
