@@ -156,3 +156,39 @@ def test_engine_without_a_valid_sidecar_is_refused(artifacts):
     config = parse_config(m.config)
     assert config.platform == "tensorrt_plan" and config.instance_group[0].kind == 1  # KIND_GPU
     assert "nvidia.com/gpu" in (artifacts / "triton.kserve.yaml").read_text()
+
+
+def test_the_bundled_tritonserver_reads_every_model_of_the_repository(artifacts, tmp_path):
+    """The real tritonserver (PyTriton's, which has only the python backend) finds every model and
+    parses every config of the repository, refusing each only for its missing backend library; a
+    config it cannot parse is reported as such. Loading the models needs the full Triton server:
+    not verified here."""
+    import os
+    import subprocess
+
+    pytest.importorskip("pytriton", reason="the serve extra is not installed")
+    from pytriton.utils.distribution import get_libs_path, get_root_module_path
+
+    from toolkit.export.triton import export_triton
+
+    result = export_triton(["fp32", "int8-cpu"], artifacts)
+    server = get_root_module_path() / "tritonserver"
+
+    def run_server():
+        env = {**os.environ, "LD_LIBRARY_PATH": str(get_libs_path())}
+        proc = subprocess.run(
+            [str(server / "bin" / "tritonserver"), "--model-repository", str(result.directory), "--backend-directory",
+             str(server / "backends"), "--allow-http", "false", "--allow-grpc", "false", "--allow-metrics", "false",
+             "--exit-on-error", "true", "--strict-model-config", "true"],
+            capture_output=True, text=True, env=env, timeout=60,
+        )
+        return [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("E") and "CudaDriver" not in ln]
+
+    errors = run_server()
+    for m in result.models:
+        backend = "onnxruntime" if m.target == "onnxruntime" else "openvino"
+        assert any(f"failed to load '{m.name}' version 1" in e and f"backend library for backend '{backend}'" in e for e in errors), m.name
+    assert all("unable to find backend library" in e for e in errors), errors
+    broken = result.directory / "mnist_openvino_fp32" / "config.pbtxt"
+    broken.write_text(broken.read_text().replace("max_batch_size", "max_batch"))
+    assert any("mnist_openvino_fp32" in e and "failed to read text proto" in e for e in run_server())
