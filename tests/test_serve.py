@@ -187,8 +187,8 @@ def test_load_benchmark_through_server(server, data_dir):
 
 @pytest.mark.timeout(120)
 def test_bench_cli_concurrency_and_short_soak(server, tmp_path, data_dir):
-    from toolkit.bench.load import LoadRow, run_soak
-    from toolkit.bench.serving import _statistics_fn, _triton_factory, in_process_logits, test_images
+    from toolkit.bench.load import run_soak
+    from toolkit.bench.serving import in_process_logits, mnist_test_images, server_row
     from toolkit.serve import rss_bytes
 
     proc = run_cli("bench", "--backend", "triton", "--url", server.http_url, "--url", server.grpc_url, "--model", MODEL,
@@ -198,10 +198,9 @@ def test_bench_cli_concurrency_and_short_soak(server, tmp_path, data_dir):
     assert "triton http" in proc.stdout and "triton grpc" in proc.stdout and "in-process" in proc.stdout
     assert (tmp_path / "bench" / "load.json").is_file()
     # A short soak: mixed batch sizes at concurrency 8, every response checked, server memory watched.
-    images = test_images(data_dir)
+    images = mnist_test_images(data_dir)
     reference = in_process_logits("onnxruntime", "fp32", images, ARTIFACTS, ARTIFACTS / "mnist_cnn.pt", threads=1)
-    row = LoadRow("onnxruntime", "fp32", "triton http", _triton_factory(server.http_url, "fp32", MODEL, None, False),
-                  _statistics_fn(server.http_url, "fp32", MODEL, server.token))
+    row = server_row("onnxruntime", "fp32", server.http_url, MODEL, server.token)
     pids = {str(p): p for p in server.children if _alive(p)}
     result = run_soak(row, images, reference, 8, (1, 8, 64), 3.0, pids, rss_bytes, 64 * 1024 * 1024, warmup_s=0.2)
     assert result.cell.requests > 0 and result.cell.failed == 0 and result.cell.wrong == 0, result.cell.first_error

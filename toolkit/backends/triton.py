@@ -176,7 +176,7 @@ class TritonBackend(Backend):
             kwargs = {"as_json": True, "client_timeout": self.timeout_s} if ep.protocol == "grpc" else {}
             meta = self.client.get_model_metadata(ep.model, **kwargs)
         except Exception as exc:  # noqa: BLE001
-            if _status(exc) in ("400", "404", "StatusCode.NOT_FOUND", "StatusCode.UNAVAILABLE") or "unknown model" in _one_line(exc):
+            if "unknown model" in _one_line(exc) or _status(exc) in ("404", "StatusCode.NOT_FOUND"):
                 raise InputError(f"model {ep.model!r} is not served at {ep.url} ({_one_line(exc)})",
                                  "pass --model with a name the server lists (`toolkit serve` prints them)") from None
             raise ToolkitError(f"Triton at {ep.url} did not describe model {ep.model!r} ({_one_line(exc)})", "check the server") from None

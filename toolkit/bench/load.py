@@ -210,7 +210,7 @@ class _Client(threading.Thread):
                 return
             self.start_event.wait()
             if backend is not None:
-                self._load(backend)
+                self._send(backend)
         finally:
             if backend is not None:
                 try:
@@ -218,7 +218,7 @@ class _Client(threading.Thread):
                 except Exception:  # noqa: BLE001
                     pass
 
-    def _load(self, backend) -> None:
+    def _send(self, backend) -> None:
         n = len(self.images)
         clock = time.perf_counter_ns
         stop_ns = self.stop_at[0]

@@ -40,7 +40,7 @@ class Target:
     timeout_s: float = 30.0
 
 
-def test_images(data_dir=None) -> np.ndarray:
+def mnist_test_images(data_dir=None) -> np.ndarray:
     from toolkit.data import load_split_uint8, to_model_input
     from toolkit.model import validate_batch
 
@@ -54,17 +54,18 @@ def in_process_logits(backend: str, precision: str, images: np.ndarray, artifact
         return np.concatenate([b.run_trusted(images[i : i + 1024]) for i in range(0, len(images), 1024)])
 
 
-def _triton_factory(url: str, precision: str, model: str, token: str | None, shared_memory: bool, timeout_s: float = 30.0) -> Callable:
+def server_row(backend: str, precision: str, url: str, model: str, token: str | None = None, shared_memory: bool = False,
+               timeout_s: float = 30.0, stats_url: str | None = None) -> LoadRow:
+    """A load row through a Triton endpoint: one `triton` backend per client, and the model's
+    statistics fetched from `stats_url` (default: `url`) with the access token."""
+    protocol = ("http+shm" if shared_memory else "http") if parse_endpoint(url, model).protocol == "http" else "grpc"
+
     def make():
         return registry.create_backend("triton", precision, url=url, model=model, token=token, shared_memory=shared_memory,
                                        timeout_s=timeout_s)
 
-    return make
-
-
-def _statistics_fn(url: str, precision: str, model: str, token: str | None) -> Callable[[], dict | None]:
-    def fetch():
-        b = registry.create_backend("triton", precision, url=url, model=model, token=token)
+    def statistics():
+        b = registry.create_backend("triton", precision, url=stats_url or url, model=model, token=token, timeout_s=timeout_s)
         try:
             b.load()
             return b.statistics()
@@ -73,7 +74,7 @@ def _statistics_fn(url: str, precision: str, model: str, token: str | None) -> C
         finally:
             b.close()
 
-    return fetch
+    return LoadRow(backend, precision, f"triton {protocol}", make, statistics)
 
 
 def serving_rows(pairs: list[tuple[str, str]], target: Target, protocols: tuple[str, ...], in_process: bool,
@@ -82,7 +83,7 @@ def serving_rows(pairs: list[tuple[str, str]], target: Target, protocols: tuple[
         if p not in PROTOCOLS:
             raise InputError(f"unknown protocol {p!r}", f"choose from {', '.join(PROTOCOLS)}")
     if "http+shm" in protocols and not target.local:
-        raise InputError("shared memory needs a server on this machine", "use --serve, or drop http+shm from --protocols")
+        raise InputError("shared memory needs a server on this machine", "use a local server (--serve)")
     rows = []
     for backend, precision in pairs:
         if in_process:
@@ -92,13 +93,10 @@ def serving_rows(pairs: list[tuple[str, str]], target: Target, protocols: tuple[
                                 max_concurrency=1))
         model = target.model or model_name(backend, precision)
         stats_url = target.http_url or target.grpc_url
-        stats = _statistics_fn(stats_url, precision, model, target.token) if stats_url else None
         for protocol in protocols:
             url = target.grpc_url if protocol == "grpc" else target.http_url
-            if not url:
-                continue
-            rows.append(LoadRow(backend, precision, f"triton {protocol}",
-                                _triton_factory(url, precision, model, target.token, protocol == "http+shm", target.timeout_s), stats))
+            if url:
+                rows.append(server_row(backend, precision, url, model, target.token, protocol == "http+shm", target.timeout_s, stats_url))
     return rows
 
 
@@ -117,7 +115,7 @@ def run_serving_bench(
 ) -> LoadReport:
     """The load benchmark for `pairs`: against `target`, or against a local server started from
     `serve_config` (serve.ServeConfig) for the run and stopped after it."""
-    images = test_images(data_dir)
+    images = mnist_test_images(data_dir)
     references = {pair: in_process_logits(*pair, images, artifacts_dir, checkpoint, threads) for pair in pairs}
     if serve_config is None:
         if target is None:
@@ -174,14 +172,13 @@ def run_serving_soak(
     LoadConfig(concurrencies=(concurrency,), batch_sizes=batch_sizes, seconds=seconds)  # validates
     if protocol not in ("http", "grpc"):
         raise InputError(f"--protocol must be http or grpc, got {protocol!r}", "pass --protocol http")
-    images = test_images(data_dir)
+    images = mnist_test_images(data_dir)
     reference = in_process_logits(*pair, images, artifacts_dir, checkpoint)
     with LocalServer(serve_config) as server:
         info = server.info
         url = info.grpc_url if protocol == "grpc" else info.http_url
         model = model_name(*pair)
-        row = LoadRow(pair[0], pair[1], f"triton {protocol}", _triton_factory(url, pair[1], model, info.access_token, False),
-                      _statistics_fn(url, pair[1], model, info.access_token))
+        row = server_row(pair[0], pair[1], url, model, info.access_token)
         processes = {_process_label(pid): pid for pid in info.pids}
         processes[f"this process: backends + clients ({os.getpid()})"] = os.getpid()
         result = run_soak(row, images, reference, concurrency, batch_sizes, seconds, processes, rss_bytes,
