@@ -115,6 +115,10 @@ def run_serving_bench(
 ) -> LoadReport:
     """The load benchmark for `pairs`: against `target`, or against a local server started from
     `serve_config` (serve.ServeConfig) for the run and stopped after it."""
+    if serve_config is not None:
+        from toolkit.serve import check_serving_support
+
+        check_serving_support()  # before the references are computed
     images = mnist_test_images(data_dir)
     references = {pair: in_process_logits(*pair, images, artifacts_dir, checkpoint, threads) for pair in pairs}
     if serve_config is None:
@@ -167,11 +171,12 @@ def run_serving_soak(
     """A local server under load for `seconds`: every response checked, the resident memory of the
     server's processes and of this process (which runs the served backends and the clients)
     sampled."""
-    from toolkit.serve import LocalServer, rss_bytes
+    from toolkit.serve import LocalServer, check_serving_support, rss_bytes
 
     LoadConfig(concurrencies=(concurrency,), batch_sizes=batch_sizes, seconds=seconds)  # validates
     if protocol not in ("http", "grpc"):
         raise InputError(f"--protocol must be http or grpc, got {protocol!r}", "pass --protocol http")
+    check_serving_support()
     images = mnist_test_images(data_dir)
     reference = in_process_logits(*pair, images, artifacts_dir, checkpoint)
     with LocalServer(serve_config) as server:
