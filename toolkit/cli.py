@@ -307,7 +307,7 @@ def verify(directory):
 @cli.command()
 @click.option("--backend", "backends", default=None, help="Comma-separated backends (default: every available one).")
 @click.option("--precision", "precisions", default=None, help="Comma-separated precisions: fp32,fp16,int8,int8-cpu (default: all).")
-@click.option("--batch-sizes", default=None, help="Comma-separated batch sizes.  [default: 1,8,32,128,256; --quick: 1,32,256]")
+@click.option("--batch-sizes", default=None, help="Comma-separated batch sizes.  [default: 1,8,32,128,256; --quick: 1,32,256; --concurrency: 1,256]")
 @click.option("--warmup", default=None, help="Warm-up per cell: calls (20) or seconds (0.2s).  [default: 0.2s; --quick: 0.05s]")
 @click.option("--iterations", type=int, default=None, help="At least this many timed calls per cell.  [default: 100; --quick: 20]")
 @click.option("--min-seconds", type=float, default=None, help="And at least this long per cell.  [default: 1; --quick: 0.15]")
@@ -322,7 +322,7 @@ def verify(directory):
 @click.option("--url", "urls", multiple=True, help="triton backend: the server (repeat for http:// and grpc://).")
 @_triton_model_option
 @_triton_timeout_option
-@click.option("--concurrency", default=None, help="Load benchmark: comma-separated client counts (e.g. 1,4,16), through a Triton server next to in-process.")
+@click.option("--concurrency", default=None, help="Load benchmark: comma-separated client counts, through a Triton server next to in-process.  [default with --serve: 1,4,16]")
 @click.option("--duration", type=float, default=2.0, show_default=True, help="Load benchmark: seconds per cell.")
 @click.option("--serve", "serve_local", is_flag=True, help="Load benchmark: start a local Triton server for the run (HTTP, gRPC, HTTP + shared memory).")
 @_checkpoint_option
