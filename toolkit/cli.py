@@ -147,6 +147,18 @@ _triton_timeout_option = click.option(
     "--timeout", type=float, default=30.0, show_default=True, help="triton backend: seconds before a request is given up.")
 
 
+def _positive_ints(value: str, option: str) -> tuple[int, ...]:
+    from toolkit.errors import InputError
+
+    try:
+        values = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        values = ()
+    if not values or any(v <= 0 for v in values):
+        raise InputError(f"{option} {value!r} is not a comma-separated list of positive integers", f"pass e.g. {option} 1,4,16")
+    return values
+
+
 def _endpoint(url, model, timeout) -> dict | None:
     return {"url": url, "model": model, "timeout_s": timeout} if url or model else None
 
@@ -341,7 +353,7 @@ def bench(backends, precisions, batch_sizes, warmup, iterations, min_seconds, th
         progress = None if quiet else (lambda line: click.echo(f"bench: {line}", err=True))
         report = run_load_command(
             _split_list(backends, "backend"), _split_list(precisions, "precision"), list(urls), model, timeout,
-            _batch_sizes(concurrency or "1,4,16"), _batch_sizes(batch_sizes or "1,256"), duration, serve_local, threads,
+            _positive_ints(concurrency or "1,4,16", "--concurrency"), _batch_sizes(batch_sizes or "1,256"), duration, serve_local, threads,
             checkpoint, artifacts_dir, data_dir, progress,
         )
         written = write_load_reports(report, out_dir)
