@@ -324,7 +324,13 @@ def test_server_killed_mid_eval_fails_the_pair(tmp_path, checkpoint):
              "--batch-sizes", "1", "--checkpoint", str(checkpoint), "--report-dir", str(tmp_path / "reports")],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )
-        time.sleep(6)  # the reference and the first requests at batch 1 (10,000 requests take ~20 s)
+        # Kill once the gate's requests are arriving (10,000 requests at batch 1 take ~20 s).
+        from toolkit.backends import registry
+
+        with registry.create_backend("triton", "fp32", url=s.http_url, model=MODEL, token=s.token) as probe:
+            deadline = time.monotonic() + 90
+            while int((probe.statistics() or {}).get("inference_count", 0)) < 200 and time.monotonic() < deadline:
+                time.sleep(0.2)
         assert evaluation.poll() is None, evaluation.communicate()
         os.kill(s.tritonserver_pid(), signal.SIGKILL)
         out, err = evaluation.communicate(timeout=90)
