@@ -27,6 +27,7 @@ from faults import fault_env
 from toolkit.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_UNAVAILABLE
 from toolkit.serve.host import alive as _alive
 from toolkit.serve.host import descendants as _descendants
+from toolkit.serve.host import existing_shm, server_blocks
 
 pytest.importorskip("pytriton", reason="the serve extra is not installed (pip install 'toolkit[serve]')")
 pytest.importorskip("tritonclient", reason="the serve extra is not installed (pip install 'toolkit[serve]')")
@@ -53,22 +54,30 @@ class ServeProcess:
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
         )
         self.lines: list[str] = []
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            self.lines.append(line.rstrip("\n"))
-            if line.startswith("Ctrl-C"):
-                break
-        text = "\n".join(self.lines)
-        if "Ctrl-C" not in text:
-            self.kill()
-            raise AssertionError(f"toolkit serve did not start: {text}\n{self.proc.stderr.read()[-2000:]}")
-        self.http_url = re.search(r"HTTP\s+(\S+)", text).group(1)
-        self.grpc_url = re.search(r"gRPC\s+(\S+)", text).group(1)
-        self.token = self.token_file.read_text().strip()
-        self.children = _descendants(self.proc.pid)  # tritonserver, its python-backend stub, ...
+        self.children: list[int] = []
+        try:
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while time.monotonic() < deadline:
+                line = self.proc.stdout.readline()
+                if not line:
+                    break
+                self.lines.append(line.rstrip("\n"))
+                if line.startswith("Ctrl-C"):
+                    break
+            text = "\n".join(self.lines)
+            if "Ctrl-C" not in text:
+                raise AssertionError(f"toolkit serve did not start: {text}\n{self.proc.stderr.read()[-2000:]}")
+            self.http_url = re.search(r"HTTP\s+(\S+)", text).group(1)
+            self.grpc_url = re.search(r"gRPC\s+(\S+)", text).group(1)
+            self.token = self.token_file.read_text().strip()
+            self.children = _descendants(self.proc.pid)  # tritonserver, its python-backend stub, ...
+        except BaseException:
+            self.kill()  # whatever went wrong, the server this started does not outlive the test
+            raise
+
+    def blocks(self) -> set[str]:
+        """PyTriton's tensor-store blocks (/dev/shm/psm_*) mapped by the server's processes now."""
+        return server_blocks([self.proc.pid, *self.children])
 
     def tritonserver_pid(self) -> int:
         for pid in self.children:
@@ -332,6 +341,8 @@ def test_server_killed_mid_eval_fails_the_pair(tmp_path, checkpoint):
             while int((probe.statistics() or {}).get("inference_count", 0)) < 200 and time.monotonic() < deadline:
                 time.sleep(0.2)
         assert evaluation.poll() is None, evaluation.communicate()
+        blocks = s.blocks()
+        assert blocks  # requests went through the tensor store
         os.kill(s.tritonserver_pid(), signal.SIGKILL)
         out, err = evaluation.communicate(timeout=90)
         assert evaluation.returncode == EXIT_CHECK_FAILED, err
@@ -342,7 +353,7 @@ def test_server_killed_mid_eval_fails_the_pair(tmp_path, checkpoint):
         serve_err = s.proc.stderr.read()
         assert "exited on its own" in serve_err, serve_err
         assert not [p for p in s.children if _alive(p)]  # orphans of the killed server were ended
-        assert not _shm_of(s.proc.pid)
+        assert not _shm_of(s.proc.pid) and not existing_shm(blocks)
     finally:
         s.kill()
 
@@ -352,6 +363,8 @@ def test_sigterm_stops_the_server_cleanly(server):
     """Last in this module: SIGTERM stops `toolkit serve` within seconds, exit 0, and every process
     it started and every /dev/shm segment it made are gone; the token file is removed."""
     assert server.children and all(_alive(p) for p in [server.tritonserver_pid()])
+    blocks = server.blocks()
+    assert blocks  # the module's requests went through the tensor store
     t0 = time.monotonic()
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(timeout=60) == 0, server.proc.stderr.read()
@@ -359,5 +372,5 @@ def test_sigterm_stops_the_server_cleanly(server):
     out = server.proc.stdout.read()
     assert "nothing left running" in out, out
     assert not [p for p in server.children if _alive(p)]
-    assert not _shm_of(server.proc.pid)
+    assert not _shm_of(server.proc.pid) and not existing_shm(blocks)
     assert not server.token_file.exists()

@@ -42,12 +42,14 @@ from toolkit.serve.host import (
     check_port_free,
     check_serving_support,
     end_processes,
+    existing_shm,
     free_port,
     identity,
     python_library_path,
     remove_shm_segments,
     rss_bytes,
     same_process_alive,
+    server_blocks,
     server_processes,
     shm_segments,
 )
@@ -282,6 +284,8 @@ class LocalServer:
         died = self._triton is not None and not self.alive()
         pids = set(self._pids) | set(server_processes())
         idents = [i for i in (identity(p) for p in pids) if i is not None] + list(self._identities)
+        live = [i[0] for i in idents if same_process_alive(i)]
+        blocks = server_blocks([*live, os.getpid()])  # named without a pid: found while their owners live
         if self._triton is not None:
             with contextlib.suppress(Exception):
                 self._triton.stop()
@@ -296,13 +300,13 @@ class LocalServer:
         # A server that was killed leaves its python-backend stub (reparented away from this process,
         # so only the identities recorded at start find it) and its shared-memory segment behind.
         ended = end_processes(idents)
-        removed = remove_shm_segments() if died or ended else []
+        removed = remove_shm_segments(blocks=blocks) if died or ended else []
         if self._log_dir is not None:
             self._log_dir.cleanup()
         self.stop_report = StopReport(
             seconds=time.perf_counter() - t0,
             leftover_processes=tuple(sorted({i[0] for i in idents if same_process_alive(i)})),
-            leftover_shm=tuple(shm_segments()),
+            leftover_shm=tuple(shm_segments() + existing_shm(blocks)),
             server_died=died,
             ended=tuple(ended),
             removed_shm=tuple(removed),

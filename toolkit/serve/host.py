@@ -18,6 +18,7 @@ from toolkit.errors import InputError, UnavailableError
 SERVE_INSTALL = "pip install 'toolkit[serve]' (nvidia-pytriton, tritonclient)"
 DEFAULT_HOST = "127.0.0.1"
 SHM_PREFIX = "pytrtion"  # PyTriton's spelling: its python-backend regions are /dev/shm/pytrtion<pid>-...
+BLOCK_PREFIX = "psm_"  # multiprocessing.shared_memory's names: PyTriton's tensor-store blocks
 
 
 def check_serving_support() -> None:
@@ -144,6 +145,30 @@ def shm_segments(pid: int | None = None) -> list[str]:
         return []
 
 
+def mapped_shm(pids) -> set[str]:
+    """Names of the /dev/shm segments the given processes have mapped now."""
+    names = set()
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    if "/dev/shm/" in line:
+                        names.add(line.rsplit("/dev/shm/", 1)[1].strip().removesuffix(" (deleted)"))
+        except OSError:
+            continue
+    return names
+
+
+def server_blocks(pids) -> set[str]:
+    """PyTriton's tensor-store blocks mapped by the server's processes (and this one): attributed
+    while their owners live, since their names carry no pid."""
+    return {n for n in mapped_shm(pids) if n.startswith(BLOCK_PREFIX)}
+
+
+def existing_shm(names) -> list[str]:
+    return sorted(n for n in names if os.path.exists(f"/dev/shm/{n}"))
+
+
 def rss_bytes(pid: int) -> int | None:
     """Resident set size of a process, from /proc (None when it is gone)."""
     try:
@@ -190,11 +215,11 @@ def end_processes(idents: list[tuple[int, int]], grace_s: float = 3.0) -> list[i
     return ended
 
 
-def remove_shm_segments(pid: int | None = None) -> list[str]:
-    """Unlink PyTriton's /dev/shm segments of the server run by `pid` (default: this process): a
-    tritonserver that was killed cannot remove its own."""
+def remove_shm_segments(pid: int | None = None, blocks=()) -> list[str]:
+    """Unlink PyTriton's /dev/shm segments of the server run by `pid` (default: this process) and
+    the given tensor-store blocks: a tritonserver that was killed cannot remove its own."""
     removed = []
-    for name in shm_segments(pid):
+    for name in shm_segments(pid) + existing_shm(blocks):
         with contextlib.suppress(OSError):
             os.unlink(f"/dev/shm/{name}")
             removed.append(name)
