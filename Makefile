@@ -3,10 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-EXTRAS ?= dev,openvino
+EXTRAS ?= dev,openvino,serve
 TOOLKIT := $(BIN)/toolkit
 
-.PHONY: install data pipeline test test-fast lint bench bench-quick bench-tune bench-train trt-check gpu-install gpu-check gpu-extras-check clean
+.PHONY: install data pipeline test test-fast lint bench bench-quick bench-tune bench-train trt-check gpu-install gpu-check gpu-extras-check clean soak serve-bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,15 @@ bench-quick: $(STAMP)
 
 bench-train: $(STAMP)
 	$(TOOLKIT) bench-train
+
+# 60 s of load through a local Triton server (concurrency 16, mixed batch sizes): every response
+# checked against in-process logits, the server's memory watched (README, Deployment).
+soak: $(STAMP)
+	$(TOOLKIT) soak --duration 60 --concurrency 16 --batch-sizes 1,8,64
+
+# The serving figures: in-process vs a local Triton server over HTTP, gRPC and HTTP + shared memory.
+serve-bench: $(STAMP)
+	$(TOOLKIT) bench --serve --concurrency 1,4,16 --batch-sizes 1,256 --duration 3 --out artifacts/bench-serve
 
 trt-check:
 	../shared/tools/trt-api-check toolkit

@@ -146,6 +146,30 @@ def _batch_sizes(value: str) -> tuple[int, ...]:
     return sizes
 
 
+_triton_url_option = click.option(
+    "--url", default=None, help="triton backend: the server (http://HOST:8000, grpc://HOST:8001; https://, grpcs:// for TLS).")
+_triton_model_option = click.option(
+    "--model", default=None, help="triton backend: the model name (default: mnist_onnxruntime_<precision>, as `toolkit serve` names it).")
+_triton_timeout_option = click.option(
+    "--timeout", type=float, default=30.0, show_default=True, help="triton backend: seconds before a request is given up.")
+
+
+def _positive_ints(value: str, option: str) -> tuple[int, ...]:
+    from toolkit.errors import InputError
+
+    try:
+        values = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        values = ()
+    if not values or any(v <= 0 for v in values):
+        raise InputError(f"{option} {value!r} is not a comma-separated list of positive integers", f"pass e.g. {option} 1,4,16")
+    return values
+
+
+def _endpoint(url, model, timeout) -> dict | None:
+    return {"url": url, "model": model, "timeout_s": timeout} if url or model else None
+
+
 _checkpoint_option = click.option(
     "--checkpoint", type=click.Path(dir_okay=False), default=str(paths.DEFAULT_CHECKPOINT), show_default=True,
     help="The trained PyTorch checkpoint (a state_dict).",
@@ -157,7 +181,8 @@ _artifacts_option = click.option(
 
 
 @cli.command()
-@click.option("--format", "fmt", type=click.Choice(["onnx", "tensorrt"]), default="onnx", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["onnx", "tensorrt", "triton"]), default="onnx", show_default=True,
+              help="triton: a Triton model repository (default <artifacts>/triton) from the exports in --artifacts, and its KServe manifest.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "int8-cpu", "all"]), default="fp32", show_default=True,
               help="int8: symmetric s8s8 Q/DQ (TensorRT-ready); int8-cpu: u8s8 with the first conv in fp32 (ONNX only, for CPU runtimes).")
 @_checkpoint_option
@@ -168,15 +193,27 @@ _artifacts_option = click.option(
 @click.option("--percentile", type=float, default=None, help="--calibration percentile: the cut, in percent (default 99.99).")
 @click.option("--min-batch", type=int, default=1, show_default=True, help="tensorrt: optimization profile minimum batch.")
 @click.option("--opt-batch", type=int, default=64, show_default=True, help="tensorrt: profile batch the kernels are tuned for.")
-@click.option("--max-batch", type=int, default=1024, show_default=True, help="tensorrt: profile maximum batch.")
+@click.option("--max-batch", type=int, default=1024, show_default=True, help="tensorrt: profile maximum batch; triton: max_batch_size.")
+@click.option("--instances", type=int, default=1, show_default=True, help="triton: model instances per model (instance_group count).")
+@click.option("--max-queue-delay-us", type=int, default=100, show_default=True, help="triton: dynamic batcher's max queue delay.")
+@_artifacts_option
 @click.option("--workspace-mb", type=int, default=1024, show_default=True, help="tensorrt: builder workspace limit (MiB).")
 @click.option("--strict-fp32", is_flag=True, help="tensorrt: disable TF32 so fp32 engines compute in true fp32.")
 @_data_dir_option
 def export(fmt, precision, checkpoint, out_dir, calibration_images, calibration, percentile, min_batch, opt_batch, max_batch,
-           workspace_mb, strict_fp32, data_dir):
-    """Export the checkpoint to ONNX (fp32, fp16, int8 Q/DQ) or build TensorRT engines."""
-    if (fmt == "tensorrt" or precision in ("fp32", "fp16")) and (calibration != "minmax" or percentile is not None):
+           instances, max_queue_delay_us, artifacts_dir, workspace_mb, strict_fp32, data_dir):
+    """Export the checkpoint to ONNX (fp32, fp16, int8 Q/DQ), build TensorRT engines, or write a Triton model repository."""
+    if (fmt != "onnx" or precision in ("fp32", "fp16")) and (calibration != "minmax" or percentile is not None):
         raise InputError("--calibration applies to ONNX int8 and int8-cpu exports", "use --format onnx --precision int8|int8-cpu|all")
+    if fmt == "triton":
+        from toolkit.export.triton import export_triton
+        from toolkit.report.serve import format_repository
+
+        explicit_out = click.get_current_context().get_parameter_source("out_dir") != click.core.ParameterSource.DEFAULT
+        precisions = list(paths.ONNX_PRECISIONS) if precision == "all" else [precision]
+        click.echo(format_repository(export_triton(precisions, artifacts_dir, out_dir if explicit_out else None, max_batch=max_batch,
+                                                   instances=instances, queue_delay_us=max_queue_delay_us)))
+        return
 
     precisions = list(paths.ONNX_PRECISIONS if fmt == "onnx" else paths.PRECISIONS) if precision == "all" else [precision]
     if fmt == "onnx":
@@ -210,11 +247,14 @@ def export(fmt, precision, checkpoint, out_dir, calibration_images, calibration,
               help="Also write each pair's logits with their provenance to DIR (.npz), to gate them elsewhere.")
 @click.option("--load-outputs", type=click.Path(file_okay=False), default=None,
               help="Gate the logits saved in DIR by --save-outputs (e.g. on a GPU machine) instead of running backends.")
+@_triton_url_option
+@_triton_model_option
+@_triton_timeout_option
 @_checkpoint_option
 @_artifacts_option
 @_data_dir_option
 def eval_cmd(backends, precisions, batch_sizes, min_accuracy, max_logit_diff, min_agreement, do_export, threads, limit, report_dir,
-             save_outputs, load_outputs, checkpoint, artifacts_dir, data_dir):
+             save_outputs, load_outputs, url, model, timeout, checkpoint, artifacts_dir, data_dir):
     """Accuracy parity: the full test set through every available (backend, precision) pair."""
     from toolkit.files.store import check_writable_dir
     from toolkit.parity import override_tolerances, run_gate
@@ -236,6 +276,7 @@ def eval_cmd(backends, precisions, batch_sizes, min_accuracy, max_logit_diff, mi
         checkpoint=checkpoint, artifacts_dir=artifacts_dir, backends=backend_list, precisions=precision_list,
         batch_sizes=sizes, tolerances=override_tolerances(max_logit_diff, min_agreement), min_accuracy=min_accuracy,
         data_dir=data_dir, threads=threads, limit=limit, save_outputs=save_outputs, load_outputs=load_outputs,
+        endpoint=_endpoint(url, model, timeout),
     )
     json_path, md_path = write_parity_reports(report, report_dir)
     click.echo(format_parity(report))
@@ -344,7 +385,7 @@ def verify(directory):
 @cli.command()
 @click.option("--backend", "backends", default=None, help="Comma-separated backends (default: every available one).")
 @click.option("--precision", "precisions", default=None, help="Comma-separated precisions: fp32,fp16,int8,int8-cpu (default: all).")
-@click.option("--batch-sizes", default=None, help="Comma-separated batch sizes.  [default: 1,8,32,128,256; --quick: 1,32,256]")
+@click.option("--batch-sizes", default=None, help="Comma-separated batch sizes.  [default: 1,8,32,128,256; --quick: 1,32,256; --concurrency: 1,256]")
 @click.option("--warmup", default=None, help="Warm-up per cell: calls (20) or seconds (0.2s).  [default: 0.2s; --quick: 0.05s]")
 @click.option("--iterations", type=int, default=None, help="At least this many timed calls per cell.  [default: 100; --quick: 20]")
 @click.option("--min-seconds", type=float, default=None, help="And at least this long per cell.  [default: 1; --quick: 0.15]")
@@ -360,12 +401,46 @@ def verify(directory):
 @click.option("--tune", is_flag=True, help="Search each pair's settings instead of sweeping; writes OUT/tuned.json.  [batch sizes default: 1,256]")
 @click.option("--budget", type=float, default=None, help="Seconds for the search, shared over its steps (implies --tune).  [default: 420]")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="A tuned.json: add 'tuned' rows with its settings.")
+@click.option("--url", "urls", multiple=True, help="triton backend: the server (repeat for http:// and grpc://).")
+@_triton_model_option
+@_triton_timeout_option
+@click.option("--concurrency", default=None, help="Load benchmark: comma-separated client counts, through a Triton server next to in-process.  [default with --serve: 1,4,16]")
+@click.option("--duration", type=float, default=2.0, show_default=True, help="Load benchmark: seconds per cell.")
+@click.option("--serve", "serve_local", is_flag=True, help="Load benchmark: start a local Triton server for the run (HTTP, gRPC, HTTP + shared memory).")
 @_checkpoint_option
 @_artifacts_option
 @_data_dir_option
 def bench(backends, precisions, batch_sizes, warmup, iterations, min_seconds, threads, quick, torch_compile, direct, baseline,
-          threshold, out_dir, quiet, peak, tune, budget, config_file, checkpoint, artifacts_dir, data_dir):
-    """Latency and throughput of every available (backend, precision) pair over a batch-size sweep."""
+          threshold, out_dir, quiet, peak, tune, budget, config_file, urls, model, timeout, concurrency, duration, serve_local, checkpoint,
+          artifacts_dir, data_dir):
+    """Latency and throughput of every available (backend, precision) pair over a batch-size sweep;
+    with --concurrency, the load benchmark through a Triton server."""
+    if concurrency is not None or serve_local:
+        from toolkit.bench.serving import run_load_command
+        from toolkit.files.store import check_writable_dir
+        from toolkit.report.serve import format_load, write_load_reports
+
+        check_writable_dir(out_dir, create=True)
+        progress = None if quiet else (lambda line: click.echo(f"bench: {line}", err=True))
+        report = run_load_command(
+            _split_list(backends, "backend"), _split_list(precisions, "precision"), list(urls), model, timeout,
+            _positive_ints(concurrency or "1,4,16", "--concurrency"), _batch_sizes(batch_sizes or "1,256"), duration, serve_local, threads,
+            checkpoint, artifacts_dir, data_dir, progress,
+        )
+        written = write_load_reports(report, out_dir)
+        click.echo(format_load(report))
+        click.echo("reports: " + ", ".join(str(p) for p in written))
+        if report.failed:
+            from toolkit.errors import CheckFailed
+
+            c = report.failed[0]
+            raise CheckFailed(f"{len(report.failed)} load cells had failed or wrong responses, first {c.label} concurrency "
+                              f"{c.concurrency} batch {c.batch_size}: {c.failed} failed, {c.wrong} wrong {c.first_error}".rstrip())
+        return
+    if len(urls) > 1:
+        from toolkit.errors import InputError
+
+        raise InputError("the sweep takes one --url", "pass one, or add --concurrency for the load benchmark over several")
     from toolkit.bench import BenchConfig, compare_to_baseline, load_report, run_bench, summarize
     from toolkit.bench.tune import tune_to_file
     from toolkit.errors import CheckFailed, InputError
@@ -385,7 +460,8 @@ def bench(backends, precisions, batch_sizes, warmup, iterations, min_seconds, th
         raise InputError(f"--threshold must be zero or more, got {threshold}", "pass e.g. --threshold 0.1 for 10%")
     base = load_report(baseline) if baseline else None
     check_writable_dir(out_dir, create=True)
-    report = run_bench(config, backend_list, precision_list, checkpoint=checkpoint, artifacts_dir=artifacts_dir, data_dir=data_dir, progress=progress)
+    report = run_bench(config, backend_list, precision_list, checkpoint=checkpoint, artifacts_dir=artifacts_dir,
+                       data_dir=data_dir, progress=progress, endpoint=_endpoint(urls[0] if urls else None, model, timeout))
     comparison = compare_to_baseline(report, base, threshold, baseline_name=str(baseline)) if base else None
     summary = summarize(report)
     written = write_bench_reports(report, out_dir, summary, comparison)
@@ -398,6 +474,78 @@ def bench(backends, precisions, batch_sizes, warmup, iterations, min_seconds, th
         worst = max(comparison.regressions, key=lambda c: c.ratio)
         raise CheckFailed(f"{len(comparison.regressions)} cells regressed against {baseline}, worst {worst.label} batch "
                           f"{worst.batch_size}: {worst.ratio:.2f}x the baseline median")
+
+
+# --- serving (Triton) ---------------------------------------------------------------------------
+
+def _ports(http_port, grpc_port, metrics_port):
+    return dict(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port)
+
+
+def _serve_pairs(backends, precisions) -> tuple[tuple[str, str], ...]:
+    backend_list = _split_list(backends, "backend") or ["onnxruntime"]
+    precision_list = _split_list(precisions, "precision") or ["fp32"]
+    return tuple((b, p) for b in backend_list for p in precision_list)
+
+
+@cli.command()
+@click.option("--backend", "backends", default="onnxruntime", show_default=True, help="Comma-separated in-process backends to serve.")
+@click.option("--precision", "precisions", default="fp32", show_default=True, help="Comma-separated precisions; every backend x precision is served.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 exposes the server to the network).")
+@click.option("--http-port", type=int, default=8000, show_default=True, help="0: any free port.")
+@click.option("--grpc-port", type=int, default=8001, show_default=True, help="0: any free port.")
+@click.option("--metrics-port", type=int, default=8002, show_default=True, help="0: any free port.")
+@click.option("--max-batch", type=int, default=1024, show_default=True, help="Largest batch the dynamic batcher forms (and a request may send).")
+@click.option("--max-queue-delay-us", type=int, default=100, show_default=True, help="How long the batcher waits to fill a batch.")
+@click.option("--instances", type=int, default=1, show_default=True, help="Model instances per pair (each its own backend).")
+@click.option("--threads", type=int, default=None, help="Threads per backend instance (default: every core).")
+@click.option("--token-file", type=click.Path(dir_okay=False), default=None,
+              help="Write the access token for the statistics and shared-memory endpoints here (mode 0600).")
+@_checkpoint_option
+@_artifacts_option
+def serve(backends, precisions, host, http_port, grpc_port, metrics_port, max_batch, max_queue_delay_us, instances, threads,
+          token_file, checkpoint, artifacts_dir):
+    """Serve (backend, precision) pairs on a local Triton Inference Server until Ctrl-C or SIGTERM."""
+    from toolkit.report.serve import format_server_info, format_stop_report
+    from toolkit.serve import ServeConfig, run_server
+
+    config = ServeConfig(
+        pairs=_serve_pairs(backends, precisions), host=host, **_ports(http_port, grpc_port, metrics_port), max_batch=max_batch,
+        max_queue_delay_us=max_queue_delay_us, instances=instances, threads=threads, artifacts_dir=artifacts_dir,
+        checkpoint=checkpoint,
+    )
+
+    report = run_server(config, on_ready=lambda info: click.echo(format_server_info(info, token_file)), token_file=token_file)
+    click.echo(format_stop_report(report))
+
+
+@cli.command()
+@click.option("--backend", "backend", default="onnxruntime", show_default=True, help="The in-process backend to serve.")
+@click.option("--precision", default="fp32", show_default=True)
+@click.option("--duration", type=float, default=60.0, show_default=True, help="Seconds of load (after a short warm-up).")
+@click.option("--concurrency", type=int, default=16, show_default=True, help="Clients sending at once.")
+@click.option("--batch-sizes", default="1,8,64", show_default=True, help="Batch sizes the clients cycle through.")
+@click.option("--protocol", type=click.Choice(["http", "grpc"]), default="http", show_default=True)
+@click.option("--rss-bound-mb", type=float, default=32.0, show_default=True, help="Fail when any process's memory grows more than this.")
+@click.option("--threads", type=int, default=None, help="Threads per served backend (default: every core).")
+@_checkpoint_option
+@_artifacts_option
+@_data_dir_option
+def soak(backend, precision, duration, concurrency, batch_sizes, protocol, rss_bound_mb, threads, checkpoint, artifacts_dir, data_dir):
+    """Load a local Triton server for a while: every response checked, memory watched."""
+    from toolkit.bench.serving import run_serving_soak
+    from toolkit.errors import CheckFailed
+    from toolkit.report.serve import format_soak
+    from toolkit.serve import ServeConfig
+
+    config = ServeConfig(pairs=((backend, precision),), http_port=0, grpc_port=0, metrics_port=0, threads=threads,
+                         artifacts_dir=artifacts_dir, checkpoint=checkpoint)
+    result = run_serving_soak((backend, precision), config, duration, concurrency, _batch_sizes(batch_sizes), protocol, rss_bound_mb,
+                              artifacts_dir, checkpoint, data_dir)
+    click.echo(format_soak(result))
+    if not result.passed:
+        raise CheckFailed(f"soak failed: {result.cell.failed} failed, {result.cell.wrong} wrong responses, or memory grew past "
+                          f"{rss_bound_mb:g} MiB; see above")
 
 
 def _raise_keyboard_interrupt(signum, frame):

@@ -160,7 +160,8 @@ def capture_pair(planned: registry.PlannedPair, images: np.ndarray, batch_sizes=
         out.status, out.reason = "skipped", planned.reason
         return out
     try:
-        backend = registry.create_backend(planned.backend, planned.precision, planned.model_path, threads=threads, **(options or {}))
+        backend = registry.create_backend(planned.backend, planned.precision, planned.model_path, threads=threads,
+                                          **{**planned.options, **(options or {})})
         with backend:
             out.runtime = backend.describe().runtime
             for bs in batch_sizes:
@@ -274,10 +275,12 @@ def run_gate(
     limit: int | None = None,
     save_outputs: str | Path | None = None,
     load_outputs: str | Path | None = None,
+    endpoint: dict | None = None,
 ) -> ParityReport:
     """Evaluate every requested pair against the PyTorch fp32 reference; see module docstring.
     `save_outputs`: also write each captured pair's logits there; `load_outputs`: judge the pairs
-    saved there instead of running any backend."""
+    saved there instead of running any backend. `endpoint` ({"url", "model", "timeout_s", "token"})
+    is where the `triton` backend's pairs run."""
     from toolkit.data import load_split_uint8, to_model_input
     from toolkit.files.checkpoint import load_state_dict
     from toolkit.files.store import sha256_file
@@ -294,7 +297,7 @@ def run_gate(
         raise InputError("--save-outputs and --load-outputs exclude each other", "save on one machine, load on another")
     batch_sizes = tuple(int(b) for b in batch_sizes)
     load_state_dict(checkpoint)  # a bad checkpoint is bad input, not a failed pair
-    planned = [] if load_outputs is not None else registry.plan_pairs(backends, precisions, checkpoint, artifacts_dir)
+    planned = [] if load_outputs is not None else registry.plan_pairs(backends, precisions, checkpoint, artifacts_dir, endpoint)
     images_u8, labels_u8 = load_split_uint8("test", data_dir)
     if limit:
         images_u8, labels_u8 = images_u8[:limit], labels_u8[:limit]

@@ -97,7 +97,8 @@ def _bench_rows(planned: registry.PlannedPair, images: np.ndarray, config: Bench
         variants.append(COMPILE)
     infos: list[PairInfo] = []
     cells: list[BenchCell] = []
-    sha = sha256_file(planned.model_path)
+    # An endpoint's model is not a local file: its SHA-256 is the server's business.
+    sha = "" if registry.get_spec(planned.backend).reads == "endpoint" else sha256_file(planned.model_path)
     for variant in variants:
         info = PairInfo(planned.backend, planned.precision, variant, "ok", model_path=str(planned.model_path), model_sha256=sha, threads=threads)
         infos.append(info)
@@ -105,7 +106,8 @@ def _bench_rows(planned: registry.PlannedPair, images: np.ndarray, config: Bench
         backend = None
         try:
             t0 = time.perf_counter()
-            backend = registry.create_backend(planned.backend, planned.precision, planned.model_path, threads=threads, **options)
+            backend = registry.create_backend(planned.backend, planned.precision, planned.model_path, threads=threads,
+                                              **planned.options, **options)
             backend.load()
             info.load_seconds = time.perf_counter() - t0
             described = backend.describe()
@@ -235,10 +237,12 @@ def run_bench(
     artifacts_dir: str | Path = paths.ARTIFACTS_DIR,
     data_dir=None,
     progress: Callable[[str], None] | None = None,
+    endpoint: dict | None = None,
 ) -> BenchReport:
-    """Benchmark every requested, available pair over `config.batch_sizes`; see the module docstring."""
+    """Benchmark every requested, available pair over `config.batch_sizes`; see the module docstring.
+    `endpoint` ({"url", "model", ...}) is where the `triton` backend's pairs run."""
     checkpoint = paths.checkpoint_path() if checkpoint is None else checkpoint
-    planned = registry.plan_pairs(backends, precisions, checkpoint, artifacts_dir)
+    planned = registry.plan_pairs(backends, precisions, checkpoint, artifacts_dir, endpoint)
     images = benchmark_images(max(config.batch_sizes), data_dir)
     threads = config.threads or env.usable_cores()
     environment = capture_environment()
