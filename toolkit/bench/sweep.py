@@ -223,7 +223,8 @@ def _measure_peak(planned: list[registry.PlannedPair], threads: int, progress):
     """This machine's peaks and the model's operation count (from the first ONNX file planned)."""
     from toolkit.bench.peak import measure_peak_report
 
-    onnx_files = [p.model_path for p in planned if p.available and str(p.model_path).endswith(".onnx")]
+    onnx_files = [p.model_path for p in planned
+                  if p.available and registry.get_spec(p.backend).reads == "onnx" and Path(p.model_path).is_file()]
     if progress:
         progress("peak: fp32/int8 matrix products")
     return measure_peak_report(threads, onnx_files[0] if onnx_files else None)
