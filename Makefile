@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 EXTRAS ?= dev,openvino,serve
 TOOLKIT := $(BIN)/toolkit
 
-.PHONY: install data pipeline test test-fast lint bench bench-quick bench-train trt-check gpu-install gpu-check gpu-extras-check clean soak serve-bench
+.PHONY: install data pipeline test test-fast lint bench bench-quick bench-tune bench-train trt-check gpu-install gpu-check gpu-extras-check clean soak serve-bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,8 +39,14 @@ lint: $(STAMP)
 
 # The standard latency/throughput sweep over every available pair (a few minutes; needs the
 # exports from `make pipeline`): bench.json/.md and plots in artifacts/bench/.
+# With artifacts/bench/tuned.json present (`make bench-tune`), the sweep adds 'tuned' rows beside the defaults.
+TUNED := $(wildcard artifacts/bench/tuned.json)
 bench: $(STAMP)
-	$(TOOLKIT) bench
+	$(TOOLKIT) bench $(if $(TUNED),--config $(TUNED))
+
+# The configuration search (7 minutes of budget, under 10 in all): artifacts/bench/tuned.json.
+bench-tune: $(STAMP)
+	$(TOOLKIT) bench --tune --budget 420
 
 # A small sweep (under a minute), kept apart from the committed reference report.
 bench-quick: $(STAMP)

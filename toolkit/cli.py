@@ -397,6 +397,10 @@ def verify(directory):
 @click.option("--threshold", type=float, default=0.10, show_default=True, help="Regression threshold for --baseline (0.10 = 10%).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="artifacts/bench", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress lines.")
+@click.option("--peak/--no-peak", default=True, help="Measure this machine's fp32/int8 peak and report each cell's % of it.  [default: on]")
+@click.option("--tune", is_flag=True, help="Search each pair's settings instead of sweeping; writes OUT/tuned.json.  [batch sizes default: 1,256]")
+@click.option("--budget", type=float, default=None, help="Seconds for the search, shared over its steps (implies --tune).  [default: 420]")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="A tuned.json: add 'tuned' rows with its settings.")
 @click.option("--url", "urls", multiple=True, help="triton backend: the server (repeat for http:// and grpc://).")
 @_triton_model_option
 @_triton_timeout_option
@@ -407,7 +411,8 @@ def verify(directory):
 @_artifacts_option
 @_data_dir_option
 def bench(backends, precisions, batch_sizes, warmup, iterations, min_seconds, threads, quick, torch_compile, direct, baseline,
-          threshold, out_dir, quiet, urls, model, timeout, concurrency, duration, serve_local, checkpoint, artifacts_dir, data_dir):
+          threshold, out_dir, quiet, peak, tune, budget, config_file, urls, model, timeout, concurrency, duration, serve_local, checkpoint,
+          artifacts_dir, data_dir):
     """Latency and throughput of every available (backend, precision) pair over a batch-size sweep;
     with --concurrency, the load benchmark through a Triton server."""
     if concurrency is not None or serve_local:
@@ -436,24 +441,25 @@ def bench(backends, precisions, batch_sizes, warmup, iterations, min_seconds, th
         from toolkit.errors import InputError
 
         raise InputError("the sweep takes one --url", "pass one, or add --concurrency for the load benchmark over several")
-    from toolkit.bench import BenchConfig, Warmup, compare_to_baseline, load_report, run_bench, summarize
+    from toolkit.bench import BenchConfig, compare_to_baseline, load_report, run_bench, summarize
+    from toolkit.bench.tune import tune_to_file
     from toolkit.errors import CheckFailed, InputError
     from toolkit.files.store import check_writable_dir
-    from toolkit.report import format_bench, write_bench_reports
+    from toolkit.report import format_bench, format_tuned, write_bench_reports
 
-    options = dict(
-        batch_sizes=_batch_sizes(batch_sizes) if batch_sizes is not None else None,
-        warmup=Warmup.parse(warmup) if warmup is not None else None,
-        iterations=iterations, min_seconds=min_seconds, threads=threads, torch_compile=torch_compile, direct=direct,
-    )
+    progress = None if quiet else (lambda line: click.echo(f"bench: {line}", err=True))
+    backend_list, precision_list = _split_list(backends, "backend"), _split_list(precisions, "precision")
+    if tune or budget is not None:  # the configuration search (--budget implies it): OUT/tuned.json, for --config and deployments
+        tuned, path = tune_to_file(out_dir, budget, backend_list, precision_list, batch_sizes and _batch_sizes(batch_sizes), checkpoint, artifacts_dir,
+                                   data_dir, progress, {"--baseline": baseline, "--config": config_file, "--quick": quick})
+        return click.echo(format_tuned(tuned) + f"\ntuned settings: {path}")
+    options = dict(batch_sizes=None if batch_sizes is None else _batch_sizes(batch_sizes), warmup=warmup, iterations=iterations,
+                   min_seconds=min_seconds, threads=threads, torch_compile=torch_compile, direct=direct, peak=peak, tuned=config_file)
     config = BenchConfig.quick_defaults(**options) if quick else BenchConfig(**{k: v for k, v in options.items() if v is not None})
     if threshold is None or not math.isfinite(threshold) or threshold < 0:
         raise InputError(f"--threshold must be zero or more, got {threshold}", "pass e.g. --threshold 0.1 for 10%")
-    backend_list = _split_list(backends, "backend")
-    precision_list = _split_list(precisions, "precision")
     base = load_report(baseline) if baseline else None
     check_writable_dir(out_dir, create=True)
-    progress = None if quiet else (lambda line: click.echo(f"bench: {line}", err=True))
     report = run_bench(config, backend_list, precision_list, checkpoint=checkpoint, artifacts_dir=artifacts_dir,
                        data_dir=data_dir, progress=progress, endpoint=_endpoint(urls[0] if urls else None, model, timeout))
     comparison = compare_to_baseline(report, base, threshold, baseline_name=str(baseline)) if base else None

@@ -151,15 +151,17 @@ class CapturedPair:
 
 
 def capture_pair(planned: registry.PlannedPair, images: np.ndarray, batch_sizes=DEFAULT_BATCH_SIZES,
-                 threads: int | None = None) -> CapturedPair:
-    """Run one pair over `images` at each batch size; never raises for the pair's own failures."""
+                 threads: int | None = None, options: dict | None = None) -> CapturedPair:
+    """Run one pair over `images` at each batch size (with the backend `options`, e.g. tuned ones);
+    never raises for the pair's own failures."""
     out = CapturedPair(planned.backend, planned.precision, "error", device=registry.get_spec(planned.backend).device,
                        model_path=str(planned.model_path))
     if not planned.available:
         out.status, out.reason = "skipped", planned.reason
         return out
     try:
-        backend = registry.create_backend(planned.backend, planned.precision, planned.model_path, threads=threads, **planned.options)
+        backend = registry.create_backend(planned.backend, planned.precision, planned.model_path, threads=threads,
+                                          **{**planned.options, **(options or {})})
         with backend:
             out.runtime = backend.describe().runtime
             for bs in batch_sizes:

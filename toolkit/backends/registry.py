@@ -118,8 +118,40 @@ def check_precision(precision: str) -> str:
     return precision
 
 
+def backend_class(name: str):
+    """The backend's class (its module imports its runtime lazily, so this needs none installed)."""
+    spec = get_spec(name)
+    return getattr(importlib.import_module(f"toolkit.backends.{spec.module}"), spec.class_name)
+
+
+def option_choices(name: str, precision: str) -> dict[str, tuple] | None:
+    """The options `name` accepts for `precision`, each with its allowed values, the default first;
+    None when the backend does not declare them (they are then passed through unchecked)."""
+    return backend_class(name).option_choices(check_precision(precision))
+
+
+def compute_precision(name: str, precision: str, options: dict) -> str:
+    """The arithmetic precision when an option changes it from the file's (e.g. "bf16"), else ""."""
+    return backend_class(name).compute_precision(precision, options)
+
+
+def check_options(name: str, precision: str, options: dict) -> None:
+    """Refuse options `name` does not accept (InputError), `threads` included; as tuned.json stores them."""
+    spec = get_spec(name)
+    check_precision(precision)
+    if precision not in spec.precisions:
+        raise InputError(f"backend {name} does not run {precision}", f"it runs {', '.join(spec.precisions)}")
+    rest = dict(options)
+    threads = rest.pop("threads", None)
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise InputError(f"threads must be a positive integer, got {threads!r}", "omit it to use every core")
+    backend_class(name).check_options(precision, rest)
+
+
 def create_backend(name: str, precision: str, model_path: str | Path | None = None, threads: int | None = None, **options):
-    """An unloaded backend instance; raises UnavailableError (with the reason) when it can't run here."""
+    """An unloaded backend instance; raises UnavailableError (with the reason) when it can't run here,
+    InputError for an option the backend does not accept (see option_choices; tuned.json's
+    `options` are accepted as keyword arguments as they are)."""
     spec = get_spec(name)
     check_precision(precision)
     if precision not in spec.precisions:
@@ -127,8 +159,7 @@ def create_backend(name: str, precision: str, model_path: str | Path | None = No
     st = status(name)
     if not st.available:
         raise UnavailableError(f"backend {name} is unavailable: {st.reason}")
-    module = importlib.import_module(f"toolkit.backends.{spec.module}")
-    cls = getattr(module, spec.class_name)
+    cls = backend_class(name)
     if spec.reads == "endpoint":
         return cls(None, precision, threads=threads, **options)  # the endpoint is in options (url, model)
     return cls(model_path or model_path_for(name, precision), precision, threads=threads, **options)

@@ -110,6 +110,7 @@ class TritonBackend(Backend):
 
     name = "triton"
     device = "remote"
+    OPTIONS = None  # the endpoint's keyword arguments; the server's own settings are not searched here
 
     def __init__(self, model_path=None, precision: str = "fp32", threads: int | None = None, *, url: str = "", model: str = "",
                  timeout_s: float = DEFAULT_TIMEOUT_S, shared_memory: bool = False, token: str | None = None, **options):
