@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REFERENCE, DATA_DIR, assert_one_line_error, run_cli
+from conftest import DATA_DIR, REFERENCE, assert_one_line_error, run_cli
 from faults import fault_env
 
 from toolkit.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_UNAVAILABLE
