@@ -202,7 +202,7 @@ def test_bench_cli_concurrency_and_short_soak(server, tmp_path, data_dir):
 
     proc = run_cli("bench", "--backend", "triton", "--url", server.http_url, "--url", server.grpc_url, "--model", MODEL,
                    "--concurrency", "1,2", "--batch-sizes", "1", "--duration", "0.3", "--threads", "1",
-                   "--out", tmp_path / "bench", timeout=110)
+                   "--artifacts", REFERENCE, "--checkpoint", REFERENCE / "mnist_cnn.pt", "--out", tmp_path / "bench", timeout=110)
     assert proc.returncode == 0, proc.stderr
     assert "triton http" in proc.stdout and "triton grpc" in proc.stdout and "in-process" in proc.stdout
     assert (tmp_path / "bench" / "load.json").is_file()
@@ -263,7 +263,7 @@ def test_client_errors_are_one_line(server, checkpoint, tmp_path):
     assert client.infer(MODEL, [good]).as_numpy("logits").shape == (2, 10)
     client.close()
     # Without --backend, a server is never contacted: only in-process backends are planned.
-    assert "triton" not in {p.backend for p in plan(None, ["fp32"], checkpoint)}
+    assert "triton" not in {p.backend for p in plan(None, ["fp32"], checkpoint, REFERENCE)}
 
 
 @pytest.mark.timeout(120)

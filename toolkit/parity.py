@@ -296,8 +296,9 @@ def run_gate(
     if save_outputs is not None and load_outputs is not None:
         raise InputError("--save-outputs and --load-outputs exclude each other", "save on one machine, load on another")
     batch_sizes = tuple(int(b) for b in batch_sizes)
-    load_state_dict(checkpoint)  # a bad checkpoint is bad input, not a failed pair
+    # Names and availability first (what was asked), then the checkpoint: a bad one is bad input, not a failed pair.
     planned = [] if load_outputs is not None else registry.plan_pairs(backends, precisions, checkpoint, artifacts_dir, endpoint)
+    load_state_dict(checkpoint)
     images_u8, labels_u8 = load_split_uint8("test", data_dir)
     if limit:
         images_u8, labels_u8 = images_u8[:limit], labels_u8[:limit]

@@ -247,6 +247,10 @@ def plan_pairs(backends: list[str] | None, precisions: list[str] | None, checkpo
             continue
         path = Path(checkpoint) if spec.reads == "checkpoint" else model_path_for(name, precision, artifacts_dir)
         if st.available and not path.is_file():
+            if spec.reads == "checkpoint":  # the same words as every other command that reads it
+                from toolkit.files.checkpoint import load_state_dict
+
+                load_state_dict(path)
             raise ModelFileError(f"model file {path} for {name}/{precision} is missing", _how_to_make(spec.reads, precision))
         planned.append(PlannedPair(name, precision, path, st.available, st.reason))
     return planned
