@@ -1,15 +1,11 @@
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import DATA_DIR, REFERENCE
 
-ROOT = Path(__file__).resolve().parents[1]
-# The committed reference run (checkpoint, exports, reports); commands write to artifacts/ by default.
-REFERENCE = ROOT / "artifacts" / "reference"
 CHECKPOINT = REFERENCE / "mnist_cnn.pt"
-DATA_DIR = Path(os.environ.get("TOOLKIT_DATA_DIR", ROOT / "data"))
 
 
 def _cuda() -> bool:
@@ -53,30 +49,6 @@ def test_images(data_dir):
 
     images, labels = load_split_uint8("test", data_dir)
     return to_model_input(images), labels.astype("int64")
-
-
-def run_cli(*args, env=None, cwd=None, timeout=600, input=None):
-    """Run the real CLI in a subprocess; returns CompletedProcess with text stdout/stderr."""
-    full_env = {**os.environ, "TOOLKIT_DATA_DIR": str(DATA_DIR), **(env or {})}
-    full_env.pop("TOOLKIT_DEBUG", None)
-    return subprocess.run(
-        [sys.executable, "-m", "toolkit", *map(str, args)], capture_output=True, text=True,
-        env=full_env, cwd=cwd or ROOT, timeout=timeout, input=input,
-    )
-
-
-def assert_one_line_error(proc, *needles, code=None):
-    """Non-zero exit, exactly one line on stderr naming the problem, no traceback."""
-    assert proc.returncode != 0, f"expected failure, got 0; stdout={proc.stdout[-500:]}"
-    if code is not None:
-        assert proc.returncode == code, (proc.returncode, proc.stderr)
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{proc.stderr}"
-    assert "Traceback" not in proc.stderr
-    assert lines[0].startswith("error: "), lines[0]
-    for needle in needles:
-        assert needle.lower() in lines[0].lower(), f"{needle!r} not in {lines[0]!r}"
-    return lines[0]
 
 
 def _mount_tmpfs(path: Path, options: str) -> bool:

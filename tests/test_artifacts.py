@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DATA_DIR, ROOT, assert_one_line_error, run_cli
 from faults import assert_untouched, fault_env, snapshot, temp_files
+from helpers import DATA_DIR, ROOT, assert_one_line_error, run_cli
 
 from toolkit.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED
 from toolkit.files.store import sha256_file

@@ -52,13 +52,23 @@ def test_package_import_does_not_pull_heavy_runtimes():
     import subprocess
     import sys
 
+    heavy = ("tensorrt", "openvino", "onnxruntime", "onnx", "torch")
     code = (
-        "import sys, toolkit, toolkit.cli, toolkit.backends.registry as r; r.all_statuses(); "
-        "bad = [m for m in ('tensorrt', 'openvino', 'onnxruntime', 'onnx') if m in sys.modules]; print(bad)"
+        f"import sys; heavy = {heavy!r}; loaded = lambda: ','.join(m for m in heavy if m in sys.modules); "
+        "import toolkit, toolkit.cli; print(loaded()); "
+        "import toolkit.backends.registry as r; r.all_statuses(); print(loaded())"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    # onnxruntime may be imported to list providers only for the GPU variants; CPU-only status checks must not need it.
-    assert "tensorrt" not in out and "openvino" not in out
+    after_import, after_statuses = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                                  check=True).stdout.splitlines()
+    assert after_import == "", "importing toolkit or its CLI module loaded a runtime"
+    loaded = set(filter(None, after_statuses.split(",")))
+    # Availability is decided with find_spec; torch answers whether a GPU is present, and onnxruntime
+    # is asked for its providers only when there is one.
+    assert not loaded & {"tensorrt", "openvino", "onnx"}, loaded
+    from toolkit.env import cuda_available
+
+    if not cuda_available()[0]:
+        assert "onnxruntime" not in loaded, loaded
 
 
 def test_unknown_backend_and_precision():
@@ -94,7 +104,6 @@ def _good(n=2):
 def test_bad_batches_get_input_error(batch, message):
     with pytest.raises(InputError, match=message):
         validate_batch(batch)
-    assert issubclass(InputError, ValueError)
 
 
 def test_batches_that_are_converted():

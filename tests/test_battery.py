@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA_DIR, assert_one_line_error, run_cli
 from faults import assert_untouched, fault_env, snapshot, temp_files
+from helpers import DATA_DIR, assert_one_line_error, run_cli
 
 from toolkit.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_UNAVAILABLE
 
@@ -321,18 +321,19 @@ def _corrupt_onnx(raw: bytes) -> bytes:
 
 ONNX_CASES = {
     # name: (bytes from the good fp32 ONNX, words the error line must contain, exit code)
-    "empty": (lambda raw: b"", ["is empty"], EXIT_CHECK_FAILED),
-    "truncated": (lambda raw: raw[: len(raw) // 2], ["not a valid ONNX file"], EXIT_CHECK_FAILED),
-    "random-bytes": (lambda raw: _random_bytes(len(raw)), ["not a valid ONNX file"], EXIT_CHECK_FAILED),
-    "corrupt-bytes": (_corrupt_onnx, ["not a valid ONNX file"], EXIT_CHECK_FAILED),
-    "external-data-outside-its-directory": (_external_data_outside, ["external data", "refusing"], EXIT_CHECK_FAILED),
-    "custom-operator-domain": (_custom_domain, ["custom operator domains", "refusing"], EXIT_CHECK_FAILED),
-    "epcontext-native-blob": (_epcontext, ["com.microsoft", "refusing"], EXIT_CHECK_FAILED),
-    "wrong-signature": (lambda raw: _flat_model(["batch", 784]), ["not this model's signature", "input shape"], EXIT_CHECK_FAILED),
-    # the right signature but another network: loads and runs, and the gate catches it
-    "other-network-same-signature": (lambda raw: _flat_model(["batch", 1, 28, 28]), ["agreement"], EXIT_CHECK_FAILED),
-    "a-checkpoint-file": (None, ["not a valid ONNX file"], EXIT_CHECK_FAILED),
-    "oversized": (None, ["byte limit"], EXIT_CHECK_FAILED),
+    # A file the checks refuse is bad input, refused before any work (exit 2) by eval and bench alike.
+    "empty": (lambda raw: b"", ["is empty"], EXIT_BAD_INPUT),
+    "truncated": (lambda raw: raw[: len(raw) // 2], ["not a valid ONNX file"], EXIT_BAD_INPUT),
+    "random-bytes": (lambda raw: _random_bytes(len(raw)), ["not a valid ONNX file"], EXIT_BAD_INPUT),
+    "corrupt-bytes": (_corrupt_onnx, ["not a valid ONNX file"], EXIT_BAD_INPUT),
+    "external-data-outside-its-directory": (_external_data_outside, ["external data", "refusing"], EXIT_BAD_INPUT),
+    "custom-operator-domain": (_custom_domain, ["custom operator domains", "refusing"], EXIT_BAD_INPUT),
+    "epcontext-native-blob": (_epcontext, ["com.microsoft", "refusing"], EXIT_BAD_INPUT),
+    "wrong-signature": (lambda raw: _flat_model(["batch", 784]), ["not this model's signature", "input shape"], EXIT_BAD_INPUT),
+    # the right signature but another network: loads and runs, and the gate's verdict catches it
+    "other-network-same-signature": (lambda raw: _flat_model(["batch", 1, 28, 28]), ["parity gate failed", "onnxruntime/fp32", "agreement"], EXIT_CHECK_FAILED),
+    "a-checkpoint-file": (None, ["not a valid ONNX file"], EXIT_BAD_INPUT),
+    "oversized": (None, ["byte limit"], EXIT_BAD_INPUT),
 }
 
 
@@ -349,7 +350,15 @@ def test_onnx_file(case, tmp_path, good, workdir):
         target.write_bytes(make((good / "mnist_cnn.fp32.onnx").read_bytes()))
     args = ["eval", "--backend", "onnxruntime", "--precision", "fp32", *QUICK_EVAL, "--checkpoint", good / "mnist_cnn.pt",
             "--artifacts", workdir, "--report-dir", tmp_path / "reports"]
-    expect_failure(args, ["parity gate failed", "onnxruntime/fp32", *needles], code, [workdir], debug=case == "external-data-outside-its-directory")
+    line = expect_failure(args, [*needles] + ([str(target)] if code == EXIT_BAD_INPUT else []), code, [workdir],
+                          debug=case == "external-data-outside-its-directory")
+    if code == EXIT_BAD_INPUT:
+        assert not (tmp_path / "reports" / "parity.json").exists(), "refused before any work: no report"
+        # the benchmark refuses the same file with the same line
+        bench = run_cli("bench", "--quick", "--backend", "onnxruntime", "--precision", "fp32", "--no-direct",
+                        "--checkpoint", good / "mnist_cnn.pt", "--artifacts", workdir, "--out", tmp_path / "bench")
+        assert assert_one_line_error(bench, code=EXIT_BAD_INPUT) == line
+        assert not (tmp_path / "bench" / "bench.json").exists()
 
 
 def test_openvino_refuses_a_foreign_onnx_file(tmp_path, good, workdir):
@@ -360,7 +369,7 @@ def test_openvino_refuses_a_foreign_onnx_file(tmp_path, good, workdir):
     (workdir / "mnist_cnn.fp32.onnx").write_bytes(_external_data_outside((good / "mnist_cnn.fp32.onnx").read_bytes()))
     args = ["eval", "--backend", "openvino", "--precision", "fp32", *QUICK_EVAL, "--checkpoint", good / "mnist_cnn.pt",
             "--artifacts", workdir, "--report-dir", tmp_path / "reports"]
-    expect_failure(args, ["openvino/fp32", "external data"], EXIT_CHECK_FAILED, [workdir], debug=False)
+    expect_failure(args, ["mnist_cnn.fp32.onnx", "external data"], EXIT_BAD_INPUT, [workdir], debug=False)
 
 
 # --- TensorRT engines and their sidecars (needs TensorRT and a GPU) ----------------------------
@@ -414,7 +423,7 @@ def test_engine_file(case, tmp_path, engine_dir):
     damage(d)
     args = ["eval", "--backend", "tensorrt", "--precision", "fp32", *QUICK_EVAL, "--checkpoint", d / "mnist_cnn.pt",
             "--artifacts", d, "--report-dir", tmp_path / "reports"]
-    expect_failure(args, ["parity gate failed", "tensorrt/fp32", needle], EXIT_CHECK_FAILED, [d], debug=case == "missing-sidecar")
+    expect_failure(args, ["mnist_cnn.fp32.engine", needle], EXIT_BAD_INPUT, [d], debug=case == "missing-sidecar")
 
 
 # --- the manifest -------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, assert_one_line_error, run_cli
+from helpers import ROOT, assert_one_line_error, run_cli
 
 from toolkit import bench
 from toolkit.backends import registry
@@ -327,14 +327,33 @@ def test_baseline_from_cli_passes_and_fails(quick_run, tmp_path, exported_dir, c
         assert saved["baseline"]["threshold"] == pytest.approx(0.10)
 
 
+def _fails_when_run() -> bytes:
+    """This model's signature and a valid file (every check passes), but its Reshape cannot hold a
+    batch's 784 values per image: the runtime fails on the first call."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.zeros((783, 10), np.float32), "w")
+    shape = numpy_helper.from_array(np.array([-1, 783], dtype=np.int64), "shape")
+    nodes = [helper.make_node("Reshape", ["input", "shape"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["logits"])]
+    graph = helper.make_graph(
+        nodes, "fails", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 28, 28])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], [weights, shape],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
 def test_a_failing_pair_is_reported_while_the_others_run(tmp_path, exported_dir, checkpoint):
     shutil.copy(exported_dir / "mnist_cnn.fp32.onnx", tmp_path / "mnist_cnn.fp32.onnx")
-    (tmp_path / "mnist_cnn.fp16.onnx").write_bytes(b"not an onnx file")
+    (tmp_path / "mnist_cnn.fp16.onnx").write_bytes(_fails_when_run())
     out = tmp_path / "out"
     proc = run_cli("bench", *QUICK, "--backend", "onnxruntime", "--precision", "fp32,fp16", "--no-direct",
                    "--artifacts", tmp_path, "--checkpoint", checkpoint, "--out", out)
     line = assert_one_line_error(proc, "failed", "onnxruntime/fp16", code=1)
-    assert "not a valid ONNX" in line
+    assert "reshape" in line.lower()
     report = bench.load_report(out / "bench.json")
     status = {(c.precision, c.batch_size): c.status for c in report.cells}
     assert status == {("fp32", 1): "ok", ("fp32", 4): "ok", ("fp16", 1): "failed", ("fp16", 4): "failed"}
@@ -420,6 +439,20 @@ def test_a_damaged_baseline_is_refused_before_timing(quick_run, tmp_path, damage
     proc = run_cli("bench", "--quick", "--baseline", bad, "--out", tmp_path / "out")
     assert_one_line_error(proc, "bench.json", code=2)
     assert not (tmp_path / "out" / "bench.json").exists()
+
+
+def test_a_corrupt_model_file_is_refused_before_timing(tmp_path, exported_dir, checkpoint):
+    # the same rule as `toolkit eval`: a file the checks refuse is bad input, before any work
+    shutil.copy(exported_dir / "mnist_cnn.fp32.onnx", tmp_path / "mnist_cnn.fp32.onnx")
+    (tmp_path / "mnist_cnn.fp16.onnx").write_bytes(b"not an onnx file")
+    proc = run_cli("bench", *QUICK, "--backend", "onnxruntime", "--precision", "fp32,fp16", "--no-direct",
+                   "--artifacts", tmp_path, "--checkpoint", checkpoint, "--out", tmp_path / "out")
+    assert_one_line_error(proc, str(tmp_path / "mnist_cnn.fp16.onnx"), "not a valid ONNX file", code=2)
+    assert not (tmp_path / "out" / "bench.json").exists()
+    bad_checkpoint = tmp_path / "bad.pt"
+    bad_checkpoint.write_bytes(b"PK\x03\x04 not a checkpoint")
+    proc = run_cli("bench", *QUICK, "--backend", "pytorch", "--checkpoint", bad_checkpoint, "--out", tmp_path / "out")
+    assert_one_line_error(proc, "bad.pt", code=2)
 
 
 def test_a_missing_model_file_is_a_one_line_error(tmp_path, checkpoint):

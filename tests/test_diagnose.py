@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import REFERENCE, assert_one_line_error, run_cli
+from helpers import REFERENCE, assert_one_line_error, run_cli
 from onnx import numpy_helper
 
 from toolkit.diagnose.analysis import DEFAULT_MIN_SQNR_DB, ExposureCheck, exposure_check, judge, sqnr_db

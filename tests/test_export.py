@@ -2,10 +2,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import assert_one_line_error, run_cli
+from helpers import assert_one_line_error, run_cli
 from onnx import numpy_helper
 
-from toolkit.errors import CheckFailed
+from toolkit.errors import CheckFailed, InputError
 from toolkit.export import onnx as onnx_export
 from toolkit.export.quantize import calibration_batches, check_qdq_layout
 from toolkit.files import paths
@@ -124,3 +124,47 @@ def test_export_corrupt_checkpoint(tmp_path):
     proc = run_cli("export", "--checkpoint", bad, "--out", tmp_path)
     assert_one_line_error(proc, "checkpoint", code=2)
     assert not list(tmp_path.glob("*.onnx"))
+
+
+@pytest.mark.parametrize("shift, fp32_passes", [(1e-3, False), (3e-4, False), (2e-5, True)])
+def test_fp32_export_check_holds_its_1e_4_tolerance(exported_dir, checkpoint, data_dir, shift, fp32_passes):
+    # The exported fp32 file against a PyTorch reference whose every logit is moved by `shift`
+    # (the fc1 bias): agreement stays 100%, so only the max |dlogit| limit (1e-4) decides.
+    import copy
+
+    import torch
+
+    from toolkit.files.checkpoint import load_model
+
+    fp32_bytes = (exported_dir / "mnist_cnn.fp32.onnx").read_bytes()
+    reference = copy.deepcopy(load_model(checkpoint))
+    with torch.no_grad():
+        reference.fc1.bias += shift
+    images = onnx_export.check_images(data_dir, count=64)
+    check = onnx_export.check_against_pytorch(fp32_bytes, reference, "fp32", images)
+    assert check.agreement == 1.0
+    assert check.max_abs_logit == pytest.approx(shift, abs=2e-5)
+    assert check.passed == fp32_passes
+    # the same gap is well inside fp16's tolerance: the fp32 row is the tight one
+    assert onnx_export.check_against_pytorch(fp32_bytes, reference, "fp16", images).passed
+
+
+def test_export_creates_a_missing_output_directory(tmp_path, checkpoint):
+    out = tmp_path / "new" / "dir"
+    proc = run_cli("export", "--format", "onnx", "--precision", "fp32", "--checkpoint", checkpoint, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "mnist_cnn.fp32.onnx").is_file() and "mnist_cnn.fp32.onnx" in read_manifest(out)["artifacts"]
+
+
+def test_export_refuses_before_creating_anything_and_when_creation_fails(tmp_path, checkpoint):
+    from toolkit.errors import CheckpointError, OutputError
+
+    with pytest.raises(CheckpointError):
+        onnx_export.export_onnx(tmp_path / "missing.pt", "fp32", tmp_path / "new")
+    with pytest.raises(InputError, match="fp8"):
+        onnx_export.export_onnx(checkpoint, "fp8", tmp_path / "new")
+    assert not (tmp_path / "new").exists()  # a refused command leaves no empty directory behind
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match="cannot create directory"):
+        onnx_export.export_onnx(checkpoint, "fp32", blocker / "sub")

@@ -140,6 +140,12 @@ def _meets_contract(batch) -> bool:
     return bool(np.isfinite(as32).all() and (as32 >= 0).all() and (as32 <= 1).all())
 
 
+def _non_finite(batch) -> bool:
+    """Right shape and a float dtype, with NaN or Inf among the values (as float32, what runtimes see)."""
+    return (isinstance(batch, np.ndarray) and batch.ndim == 4 and batch.shape[1:] == (1, 28, 28)
+            and batch.dtype.kind == "f" and not np.isfinite(batch.astype(np.float32)).all())
+
+
 pixels = st.floats(0.0, 1.0, width=32)
 anything = st.floats(allow_nan=True, allow_infinity=True, width=32)
 
@@ -147,11 +153,16 @@ anything = st.floats(allow_nan=True, allow_infinity=True, width=32)
 @st.composite
 def batches(draw):
     n = draw(st.integers(0, 6))
-    kind = draw(st.sampled_from(["clean", "clean", "special", "dtype", "strided", "shape"]))
+    kind = draw(st.sampled_from(["clean", "clean", "special", "nonfinite", "dtype", "strided", "shape"]))
     if kind == "clean":
         dtype = draw(st.sampled_from([np.float32, np.float64, np.float16]))
         # numpy 1.x refuses a float32-width draw that float16 can't represent exactly
         return draw(hnp.arrays(dtype, (n, 1, 28, 28), elements=st.floats(0.0, 1.0, width=16 if dtype == np.float16 else 32)))
+    if kind == "nonfinite":
+        # one NaN or infinity in an otherwise valid batch: drawn often enough that every run meets each kind
+        batch = draw(hnp.arrays(np.float32, (max(n, 1), 1, 28, 28), elements=pixels))
+        batch[tuple(draw(st.integers(0, s - 1)) for s in batch.shape)] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
+        return batch
     if kind == "special":
         # mostly valid pixels with a few NaN / Inf / out-of-range values sprinkled in
         batch = draw(hnp.arrays(np.float32, (max(n, 1), 1, 28, 28), elements=pixels))
@@ -190,11 +201,14 @@ def test_validate_batch_matches_the_contract():
         expected_ok = _meets_contract(batch)
         try:
             out = validate_batch(batch)
-        except InputError:
+        except InputError as exc:
             assert not expected_ok, "a batch that meets the contract was refused"
+            if _non_finite(batch):
+                assert "NaN or Inf" in str(exc), str(exc)
             return
         assert expected_ok, "a batch that breaks the contract was accepted"
         assert out.dtype == np.float32 and out.flags.c_contiguous and out.shape == batch.shape
+        assert np.array_equal(out, batch.astype(np.float32)), "validation changed the pixel values"
 
     check()
 

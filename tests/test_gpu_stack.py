@@ -20,7 +20,7 @@ import types
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, assert_one_line_error, run_cli
+from helpers import ROOT, assert_one_line_error, run_cli
 
 from toolkit.backends import onnxruntime_gpu, registry, tensorrt_env
 from toolkit.env import explain_no_cuda

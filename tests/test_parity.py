@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import assert_one_line_error, run_cli
+from helpers import assert_one_line_error, run_cli
 
 from toolkit import parity
 from toolkit.stats import mcnemar_exact
@@ -73,7 +73,9 @@ def test_wrong_signature_onnx_is_refused(tmp_path, checkpoint):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), tmp_path / "mnist_cnn.fp32.onnx")
     proc = run_cli("eval", "--backend", "onnxruntime", "--precision", "fp32", "--artifacts", tmp_path,
                    "--report-dir", tmp_path, "--checkpoint", checkpoint, "--limit", "100")
-    assert proc.returncode == 1 and "not this model's signature" in proc.stdout
+    # a file the checks refuse is bad input, refused before any work (no report written)
+    assert_one_line_error(proc, "not this model's signature", code=2)
+    assert not (tmp_path / "parity.json").exists()
 
 
 def test_gate_fails_with_corrupted_weights(tmp_path, checkpoint, exported_dir, data_dir):
@@ -168,9 +170,8 @@ def test_eval_random_bytes_onnx_is_error_not_crash(tmp_path, checkpoint):
     (tmp_path / "mnist_cnn.fp32.onnx").write_bytes(np.random.default_rng(0).bytes(4096))
     proc = run_cli("eval", "--backend", "onnxruntime", "--precision", "fp32", "--artifacts", tmp_path,
                    "--report-dir", tmp_path, "--checkpoint", checkpoint, "--limit", "100")
-    assert proc.returncode == 1
-    assert "not a valid ONNX file" in proc.stdout
-    assert "Traceback" not in proc.stderr
+    assert_one_line_error(proc, "not a valid ONNX file", str(tmp_path / "mnist_cnn.fp32.onnx"), code=2)
+    assert not (tmp_path / "parity.json").exists()
 
 
 def test_mcnemar_handles_thousands_of_discordant_pairs():

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, assert_one_line_error, run_cli
+from helpers import ROOT, assert_one_line_error, run_cli
 
 from toolkit import parity
 from toolkit.backends import registry
@@ -167,6 +167,23 @@ def test_sidecar_refuses_an_engine_of_another_precision_or_name(tmp_path):
     shutil.copy(paths.sidecar_path(engine), paths.sidecar_path(renamed))
     with pytest.raises(ModelFileError, match="renamed or mixed up"):
         verify_engine_file(renamed, HERE)
+
+
+def test_loading_checks_the_precision_before_deserializing(tmp_path):
+    engine = _write_engine(tmp_path, precision="fp16")
+    deserialize = Recorder()
+    with pytest.raises(ModelFileError, match="built for fp16, not fp32"):
+        load_verified_engine(engine, HERE, deserialize, precision="fp32")
+    assert deserialize.calls == []
+
+
+def test_a_refusal_names_the_rebuild_with_the_engines_own_profile(tmp_path):
+    engine = _write_engine(tmp_path)
+    _edit_record(engine, profile={"min": 1, "opt": 64, "max": 2048})
+    _flip_last_byte(engine)
+    with pytest.raises(ModelFileError) as err:
+        verify_engine_file(engine, HERE, precision="fp32")
+    assert "--max-batch 2048" in str(err.value)
 
 
 def test_missing_engine_names_the_build_command(tmp_path):

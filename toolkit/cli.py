@@ -81,9 +81,10 @@ _RECIPE = TrainConfig()  # the CLI's defaults are the library's defaults
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=int, default=None, help="CPU threads (default: all cores).")
 @click.option("--train-limit", type=int, default=None, help="Train on the first N images only (quick runs).")
-@click.option("--out", type=click.Path(dir_okay=False), default=str(paths.DEFAULT_CHECKPOINT), show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default=str(paths.DEFAULT_CHECKPOINT), show_default=True,
+              help="Checkpoint path (its directory is created if missing).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last completed epoch.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--quiet", is_flag=True, help="No progress: no bar (shown on a terminal only) and no per-epoch lines.")
 @_data_dir_option
 def train(epochs, batch_size, lr, weight_decay, optimizer, schedule, seed, device, threads, train_limit, out, resume, quiet, data_dir):
     """Train the seed CNN (default recipe: AdamW, one-cycle, batch 128, 8 epochs, peak lr 5e-3)."""
@@ -186,7 +187,7 @@ _artifacts_option = click.option(
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "int8-cpu", "all"]), default="fp32", show_default=True,
               help="int8: symmetric s8s8 Q/DQ (TensorRT-ready); int8-cpu: u8s8 with the first conv in fp32 (ONNX only, for CPU runtimes).")
 @_checkpoint_option
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="artifacts", show_default=True, help="Output directory.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="artifacts", show_default=True, help="Output directory (created if missing).")
 @click.option("--calibration-images", type=int, default=1000, show_default=True, help="int8: training images used for calibration.")
 @click.option("--calibration", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True,
               help="int8, int8-cpu (ONNX): onnxruntime's calibrator for activation ranges (recorded in the metadata and manifest).")
@@ -202,7 +203,8 @@ _artifacts_option = click.option(
 @_data_dir_option
 def export(fmt, precision, checkpoint, out_dir, calibration_images, calibration, percentile, min_batch, opt_batch, max_batch,
            instances, max_queue_delay_us, artifacts_dir, workspace_mb, strict_fp32, data_dir):
-    """Export the checkpoint to ONNX (fp32, fp16, int8 Q/DQ), build TensorRT engines, or write a Triton model repository."""
+    """Export the checkpoint to ONNX (fp32, fp16, int8 and int8-cpu Q/DQ), build TensorRT engines
+    (fp32, fp16, int8), or write a Triton model repository. A missing --out directory is created."""
     if (fmt != "onnx" or precision in ("fp32", "fp16")) and (calibration != "minmax" or percentile is not None):
         raise InputError("--calibration applies to ONNX int8 and int8-cpu exports", "use --format onnx --precision int8|int8-cpu|all")
     if fmt == "triton":

@@ -7,6 +7,7 @@ spends its time in the model, not in per-sample transforms. Deterministic for a 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -180,6 +181,10 @@ def _load_resume_state(path: Path, cfg: TrainConfig) -> dict:
     return state
 
 
+def _is_terminal(stream) -> bool:
+    return bool(stream is not None and getattr(stream, "isatty", None) and stream.isatty())
+
+
 def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     """Train the seed CNN with `cfg`, write the checkpoint and its JSON record atomically."""
     import torch
@@ -202,14 +207,16 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
 
     cfg.validate()
     out = Path(cfg.out)
-    check_writable_dir(out.parent)
     device = resolve_device(cfg.device)
     threads = cfg.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
-    clean_stale_temp_files(out.parent)
 
     train_x, train_y = load_split("train", cfg.data_dir)
     test_x, test_y = load_split("test", cfg.data_dir)
+    # Created like `mkdir -p` once the inputs are known good (a refused run leaves no empty
+    # directory), and checked before the first epoch, not after it.
+    check_writable_dir(out.parent, create=True)
+    clean_stale_temp_files(out.parent)
     if cfg.train_limit:
         train_x, train_y = train_x[: cfg.train_limit], train_y[: cfg.train_limit]
 
@@ -243,6 +250,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
                                   "delete it and train without --resume") from None
         elapsed_before = history[-1].elapsed_seconds if history else 0.0
 
+    # A live bar only on a terminal: in a log (CI, a pipe, a file) every bar update would be a line,
+    # so there the one line per epoch below is the progress.
+    live_bar = progress and _is_terminal(sys.stderr)
     wall_start = time.perf_counter()
     train_seconds = elapsed_before
     for epoch in range(start_epoch, cfg.epochs):
@@ -251,7 +261,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), dtype=torch.long, device=device)
         t0 = time.perf_counter()
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False, unit="step")
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not live_bar, leave=False, unit="step")
         for step in bar:
             idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             x, y = train_x[idx], train_y[idx]
@@ -265,7 +275,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
             with torch.no_grad():
                 loss_sum += loss.detach() * len(y)
                 correct += (logits.argmax(1) == y).sum()
-            if progress and step % 50 == 0:
+            if live_bar and step % 50 == 0:
                 seen = min((step + 1) * cfg.batch_size, len(train_x))
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{100.0 * correct.item() / seen:.2f}%")
         bar.close()

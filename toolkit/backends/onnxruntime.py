@@ -37,7 +37,9 @@ def session_options(threads: int | None, cpu: bool = True, spinning: bool = True
     if not spinning:
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    so.log_severity_level = 3
+    # fatal only: a failing call comes back as an exception the toolkit reports in its one line;
+    # onnxruntime's own ERROR log lines would be a second, raw copy of it on stderr
+    so.log_severity_level = 4
     if cpu:
         # QDQ propagation moves the uint8 quantization of int8-cpu above a MaxPool that then
         # runs as ORT's slow NCHW uint8 MaxPool (4x slower in total, measured at batch 256);

@@ -218,8 +218,9 @@ def _endpoint_options(precision: str, endpoint: dict | None, precisions_asked: i
 def plan_pairs(backends: list[str] | None, precisions: list[str] | None, checkpoint: str | Path,
                artifacts_dir: str | Path = paths.ARTIFACTS_DIR, endpoint: dict | None = None) -> list[PlannedPair]:
     """Every requested pair with the file it reads, checked before any work: unknown names and a
-    missing model file of a usable pair are bad input; a backend requested by name that can't run
-    here is an UnavailableError; other unavailable backends are planned as skipped, with the reason.
+    missing, corrupt, unsafe or foreign model file of a usable pair are bad input (check_model_file);
+    a backend requested by name that can't run here is an UnavailableError; other unavailable
+    backends are planned as skipped, with the reason.
     `endpoint` ({"url", "model", "timeout_s", "token"}) is where the endpoint backend (triton) runs:
     its server is asked once here, so an unreachable server (UnavailableError), an unknown model or a
     foreign signature (bad input) stops the run before any work. A URL alone selects that backend."""
@@ -231,6 +232,7 @@ def plan_pairs(backends: list[str] | None, precisions: list[str] | None, checkpo
         if not st.available:
             raise UnavailableError(f"backend {name} was requested but is unavailable: {st.reason}")
     planned = []
+    checked: set[tuple[str, Path]] = set()
     selected = select_pairs(backends, precisions)
     for name, precision in selected:
         spec = get_spec(name)
@@ -252,5 +254,26 @@ def plan_pairs(backends: list[str] | None, precisions: list[str] | None, checkpo
 
                 load_state_dict(path)
             raise ModelFileError(f"model file {path} for {name}/{precision} is missing", _how_to_make(spec.reads, precision))
+        if st.available and (spec.reads, path) not in checked:
+            check_model_file(name, precision, path)
+            checked.add((spec.reads, path))
         planned.append(PlannedPair(name, precision, path, st.available, st.reason))
     return planned
+
+
+def check_model_file(name: str, precision: str, path: Path) -> None:
+    """The checks the backend makes when it loads `path`, made before any work: a corrupt, unsafe or
+    foreign file is bad input (exit 2) in the gate and the benchmark alike. A file that passes and
+    then fails or disagrees when run is that pair's failure (exit 1), a verdict on the file."""
+    reads = get_spec(name).reads
+    if reads == "onnx":
+        from toolkit.files.onnx_file import load_checked
+
+        load_checked(path)
+    elif reads == "checkpoint":
+        from toolkit.files.checkpoint import load_state_dict
+
+        load_state_dict(path)
+    elif reads == "engine":
+        # the engine backend's own check (sidecar, hashes, this TensorRT and GPU); no engine is deserialized
+        importlib.import_module(f"toolkit.backends.{get_spec(name).module}").check_engine_file(path, precision)

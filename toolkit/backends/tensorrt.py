@@ -32,6 +32,15 @@ class _CapturedGraph:
     output: object
 
 
+def check_engine_file(engine_path, precision: str) -> None:
+    """What loading checks before TensorRT sees the engine (sidecar, hashes, this TensorRT release and
+    GPU, the source ONNX), without deserializing it: registry.plan_pairs runs it before any work."""
+    from toolkit.backends.tensorrt_env import require_tensorrt
+    from toolkit.files.engine_sidecar import verify_engine_file
+
+    verify_engine_file(engine_path, require_tensorrt("the tensorrt backend"), precision=precision)
+
+
 def _torch_dtype(dtype):
     import tensorrt as trt
     import torch

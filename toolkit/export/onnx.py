@@ -172,14 +172,17 @@ def export_onnx(
     from toolkit.files.store import check_writable_dir, sha256_bytes, sha256_file, write_artifact
 
     t0 = time.perf_counter()
+    if precision not in paths.ONNX_PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}", f"choose from {', '.join(paths.ONNX_PRECISIONS)}")
     if percentile is not None and calibration != "percentile":
         raise InputError("--percentile applies to --calibration percentile only", "add --calibration percentile or drop --percentile")
     recipe = Calibration(calibration, calibration_images, DEFAULT_PERCENTILE if percentile is None else percentile)
     if precision in ("int8", "int8-cpu"):
         recipe.check()  # bad calibration options are bad input before the export's work
-    out_dir = check_writable_dir(out_dir)
     checkpoint = Path(checkpoint)
     model = load_model(checkpoint)
+    # Created like `mkdir -p` once the inputs are known good, so a refused command leaves no empty directory.
+    out_dir = check_writable_dir(out_dir, create=True)
     ckpt_sha = sha256_file(checkpoint)
     fp32_bytes = export_bytes(model, "fp32")
     if precision == "fp32":

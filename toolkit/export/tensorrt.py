@@ -185,7 +185,7 @@ def build_engine(onnx_path: str | Path, precision: str, out_dir: str | Path = pa
         raise InputError(f"unknown precision {precision!r}", f"choose from {', '.join(paths.PRECISIONS)}")
     options = options or EngineOptions()
     t0 = time.perf_counter()
-    out_dir = check_writable_dir(out_dir)
+    out_dir = check_writable_dir(out_dir, create=True)
     onnx_path = Path(onnx_path)
     onnx_bytes = _check_onnx(onnx_path, precision)
     logger = trt_logger()
@@ -253,7 +253,7 @@ def build_engine_from_checkpoint(
     require_tensorrt("building a TensorRT engine")  # before anything is exported or written
     if precision not in paths.PRECISIONS:
         raise InputError(f"unknown precision {precision!r}", f"choose from {', '.join(paths.PRECISIONS)}")
-    onnx_path = paths.onnx_path(precision, check_writable_dir(out_dir))
+    onnx_path = paths.onnx_path(precision, check_writable_dir(out_dir, create=True))
     if not onnx_path.is_file():
         from toolkit.export.onnx import export_onnx
 
