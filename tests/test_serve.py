@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA_DIR, REFERENCE, assert_one_line_error, run_cli
 from faults import fault_env
+from helpers import DATA_DIR, REFERENCE, assert_one_line_error, run_cli
 
 from toolkit.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_UNAVAILABLE
 from toolkit.serve.host import alive as _alive

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import REFERENCE, assert_one_line_error, run_cli
+from helpers import REFERENCE, assert_one_line_error, run_cli
 
 from toolkit.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED
 
