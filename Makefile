@@ -3,10 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-EXTRAS ?= dev,openvino
+EXTRAS ?= dev,openvino,serve
 TOOLKIT := $(BIN)/toolkit
 
-.PHONY: install data pipeline test test-fast lint bench bench-quick bench-train trt-check gpu-install gpu-check gpu-extras-check mutate clean
+.PHONY: install data pipeline test test-fast lint bench bench-quick bench-tune bench-train trt-check gpu-install gpu-check gpu-extras-check mutate clean soak serve-bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,8 +39,14 @@ lint: $(STAMP)
 
 # The standard latency/throughput sweep over every available pair (a few minutes; needs the
 # exports from `make pipeline`): bench.json/.md and plots in artifacts/bench/.
+# With artifacts/bench/tuned.json present (`make bench-tune`), the sweep adds 'tuned' rows beside the defaults.
+TUNED := $(wildcard artifacts/bench/tuned.json)
 bench: $(STAMP)
-	$(TOOLKIT) bench
+	$(TOOLKIT) bench $(if $(TUNED),--config $(TUNED))
+
+# The configuration search (7 minutes of budget, under 10 in all): artifacts/bench/tuned.json.
+bench-tune: $(STAMP)
+	$(TOOLKIT) bench --tune --budget 420
 
 # A small sweep (under a minute), kept apart from the committed reference report.
 bench-quick: $(STAMP)
@@ -48,6 +54,15 @@ bench-quick: $(STAMP)
 
 bench-train: $(STAMP)
 	$(TOOLKIT) bench-train
+
+# 60 s of load through a local Triton server (concurrency 16, mixed batch sizes): every response
+# checked against in-process logits, the server's memory watched (README, Deployment).
+soak: $(STAMP)
+	$(TOOLKIT) soak --duration 60 --concurrency 16 --batch-sizes 1,8,64
+
+# The serving figures: in-process vs a local Triton server over HTTP, gRPC and HTTP + shared memory.
+serve-bench: $(STAMP)
+	$(TOOLKIT) bench --serve --concurrency 1,4,16 --batch-sizes 1,256 --duration 3 --out artifacts/bench-serve
 
 # Mutation testing of the functions that carry the guarantees (mutmut 3, installed on first use; test
 # selection and settings in pyproject.toml [tool.mutmut]; README: Mutation testing). About 20-30

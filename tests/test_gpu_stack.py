@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.machinery
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -20,7 +21,7 @@ import types
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, assert_one_line_error, run_cli
+from helpers import REFERENCE, ROOT, assert_one_line_error, run_cli
 
 from toolkit.backends import onnxruntime_gpu, registry, tensorrt_env
 from toolkit.env import explain_no_cuda
@@ -242,8 +243,8 @@ def test_a_provider_that_starts_and_computes_is_usable(fake_gpu_onnxruntime, mon
 
 def test_the_gate_plans_an_unstartable_provider_as_skipped_not_as_an_error(fake_gpu_onnxruntime, monkeypatch, tmp_path):
     monkeypatch.setattr(FakeSession, "behaviour", MISSING_CUBLAS)
-    for name in ("mnist_cnn.pt", "mnist_cnn.fp16.onnx"):  # planning only asks that the files exist
-        (tmp_path / name).write_bytes(b"")
+    for name in ("mnist_cnn.pt", "mnist_cnn.fp16.onnx"):  # planning checks the files: real ones
+        shutil.copy(REFERENCE / name, tmp_path / name)
     planned = registry.plan_pairs(None, ["fp16"], tmp_path / "mnist_cnn.pt", tmp_path)
     cuda = [p for p in planned if p.backend == "onnxruntime-cuda"]
     assert cuda and not cuda[0].available and "libcublasLt.so.12" in cuda[0].reason

@@ -151,15 +151,17 @@ class CapturedPair:
 
 
 def capture_pair(planned: registry.PlannedPair, images: np.ndarray, batch_sizes=DEFAULT_BATCH_SIZES,
-                 threads: int | None = None) -> CapturedPair:
-    """Run one pair over `images` at each batch size; never raises for the pair's own failures."""
+                 threads: int | None = None, options: dict | None = None) -> CapturedPair:
+    """Run one pair over `images` at each batch size (with the backend `options`, e.g. tuned ones);
+    never raises for the pair's own failures."""
     out = CapturedPair(planned.backend, planned.precision, "error", device=registry.get_spec(planned.backend).device,
                        model_path=str(planned.model_path))
     if not planned.available:
         out.status, out.reason = "skipped", planned.reason
         return out
     try:
-        backend = registry.create_backend(planned.backend, planned.precision, planned.model_path, threads=threads)
+        backend = registry.create_backend(planned.backend, planned.precision, planned.model_path, threads=threads,
+                                          **{**planned.options, **(options or {})})
         with backend:
             out.runtime = backend.describe().runtime
             for bs in batch_sizes:
@@ -273,10 +275,12 @@ def run_gate(
     limit: int | None = None,
     save_outputs: str | Path | None = None,
     load_outputs: str | Path | None = None,
+    endpoint: dict | None = None,
 ) -> ParityReport:
     """Evaluate every requested pair against the PyTorch fp32 reference; see module docstring.
     `save_outputs`: also write each captured pair's logits there; `load_outputs`: judge the pairs
-    saved there instead of running any backend."""
+    saved there instead of running any backend. `endpoint` ({"url", "model", "timeout_s", "token"})
+    is where the `triton` backend's pairs run."""
     from toolkit.data import load_split_uint8, to_model_input
     from toolkit.files.checkpoint import load_state_dict
     from toolkit.files.store import sha256_file
@@ -292,8 +296,9 @@ def run_gate(
     if save_outputs is not None and load_outputs is not None:
         raise InputError("--save-outputs and --load-outputs exclude each other", "save on one machine, load on another")
     batch_sizes = tuple(int(b) for b in batch_sizes)
-    load_state_dict(checkpoint)  # a bad checkpoint is bad input, not a failed pair
-    planned = [] if load_outputs is not None else registry.plan_pairs(backends, precisions, checkpoint, artifacts_dir)
+    # Names and availability first (what was asked), then the checkpoint: a bad one is bad input, not a failed pair.
+    planned = [] if load_outputs is not None else registry.plan_pairs(backends, precisions, checkpoint, artifacts_dir, endpoint)
+    load_state_dict(checkpoint)
     images_u8, labels_u8 = load_split_uint8("test", data_dir)
     if limit:
         images_u8, labels_u8 = images_u8[:limit], labels_u8[:limit]

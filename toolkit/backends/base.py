@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from toolkit.errors import InputError
 from toolkit.model import NUM_CLASSES, validate_batch  # noqa: F401 - validate_batch: the contract every backend enforces
 
 
@@ -32,13 +33,42 @@ class Backend(abc.ABC):
 
     name: str = ""
     device: str = "cpu"  # which precisions a backend runs and which file it reads: registry.SPECS
+    # The settings a backend accepts beyond `threads`: name -> allowed values, the first being the
+    # default. `toolkit bench --tune` searches them; tuned.json stores them. None: the backend's
+    # options are not declared (GPU backends) and are passed through unchecked.
+    OPTIONS: dict[str, tuple] | None = {}
 
     def __init__(self, model_path: str | Path, precision: str, threads: int | None = None, **options):
         self.model_path = Path(model_path)
         self.precision = precision
         self.threads = threads
+        self.check_options(precision, options)
         self.options = options
         self._loaded = False
+
+    @classmethod
+    def option_choices(cls, precision: str) -> dict[str, tuple] | None:
+        """The options this backend accepts for `precision`, each with its allowed values (default first)."""
+        return None if cls.OPTIONS is None else dict(cls.OPTIONS)
+
+    @classmethod
+    def check_options(cls, precision: str, options: dict) -> None:
+        choices = cls.option_choices(precision)
+        if choices is None:
+            return
+        for key, value in options.items():
+            if key not in choices:
+                accepted = ", ".join(choices) or "none besides threads"
+                raise InputError(f"backend {cls.name} has no option {key!r} for {precision}", f"its options: {accepted}")
+            if value not in choices[key] or isinstance(value, bool) != isinstance(choices[key][0], bool):
+                raise InputError(f"backend {cls.name} option {key}={value!r} is not one of {list(choices[key])}",
+                                 f"pass one of {', '.join(map(repr, choices[key]))}")
+
+    @classmethod
+    def compute_precision(cls, precision: str, options: dict) -> str:
+        """The arithmetic precision when an option changes it from the model file's ("" otherwise):
+        the parity gate then judges the pair under that precision's tolerances."""
+        return ""
 
     # -- life cycle ---------------------------------------------------------------------------
     def load(self) -> Backend:

@@ -11,17 +11,32 @@ from toolkit.backends.base import Backend
 from toolkit.model import INPUT_NAME, OUTPUT_NAME
 
 GRAPH_OPTIMIZATION = "ORT_ENABLE_ALL"
+# The CPU backend's options (first value: the default), searched by `toolkit bench --tune`.
+OPTIONS = {
+    "spinning": (True, False),  # intra-op worker threads spin between calls instead of sleeping
+    "execution_mode": ("sequential", "parallel"),  # parallel: independent nodes on inter-op threads
+    "graph_optimization": ("all", "extended", "basic"),
+}
+_GRAPH_LEVELS = {"all": "ORT_ENABLE_ALL", "extended": "ORT_ENABLE_EXTENDED", "basic": "ORT_ENABLE_BASIC"}
 
 
-def session_options(threads: int | None, cpu: bool = True):
+def session_options(threads: int | None, cpu: bool = True, spinning: bool = True, execution_mode: str = "sequential",
+                    graph_optimization: str = "all"):
     """The SessionOptions every toolkit session uses (the backend and the benchmark's direct row)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION)
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _GRAPH_LEVELS[graph_optimization])
     so.intra_op_num_threads = threads or os.cpu_count() or 1
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if execution_mode == "parallel":
+        so.execution_mode = ort.ExecutionMode.ORT_PARALLEL
+        so.inter_op_num_threads = so.intra_op_num_threads
+    else:
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.inter_op_num_threads = 1
+    if not spinning:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.add_session_config_entry("session.inter_op.allow_spinning", "0")
     # fatal only: a failing call comes back as an exception the toolkit reports in its one line;
     # onnxruntime's own ERROR log lines would be a second, raw copy of it on stderr
     so.log_severity_level = 4
@@ -51,12 +66,15 @@ def build_session(model_path: str | Path, sess_options, providers: list):
 class OrtCpuBackend(Backend):
     name = "onnxruntime"
     device = "cpu"
+    OPTIONS = OPTIONS
 
     def providers(self) -> list:
         return ["CPUExecutionProvider"]
 
     def session_options(self):
-        return session_options(self.threads, cpu=self.device == "cpu")
+        if self.device != "cpu":
+            return session_options(self.threads, cpu=False)
+        return session_options(self.threads, cpu=True, **self.options)
 
     def _load(self) -> None:
         self.session = build_session(self.model_path, self.session_options(), self.providers())
@@ -72,6 +90,9 @@ class OrtCpuBackend(Backend):
 
     def details(self) -> dict:
         out = {"intra_op_threads": self.threads or os.cpu_count(), "graph_optimization": GRAPH_OPTIMIZATION}
+        if self.device == "cpu":
+            chosen = {name: self.options.get(name, values[0]) for name, values in OPTIONS.items()}
+            out.update(chosen, graph_optimization=_GRAPH_LEVELS[chosen["graph_optimization"]])
         if self._loaded:
             out["providers"] = self.session.get_providers()
         return out

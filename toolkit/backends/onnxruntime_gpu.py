@@ -234,6 +234,7 @@ def probe_provider(provider: str) -> ProviderProbe:
 class OrtCudaBackend(OrtCpuBackend):
     name = "onnxruntime-cuda"
     device = "cuda"
+    OPTIONS = None  # provider options (strict_fp32, cuda_graph, engine profile) are not searched here
     provider = "CUDAExecutionProvider"
 
     def providers(self) -> list:

@@ -10,16 +10,28 @@ import numpy as np
 from toolkit.backends.base import Backend
 
 DEFAULT_HINT = "LATENCY"
+# The options (first value: the default), searched by `toolkit bench --tune`. "streams": "auto"
+# leaves the stream count to the hint. "inference_precision": bf16 changes the arithmetic of the
+# fp32/fp16 files, so a bf16 pair is labelled and judged under the fp16 tolerances; the int8
+# files keep f32 for their non-quantized layers.
+OPTIONS = {
+    "hint": ("LATENCY", "THROUGHPUT"),
+    "streams": ("auto", 1, 2),
+    "inference_precision": ("f32", "bf16"),
+}
 
 
-def compile_config(threads: int | None, hint: str = DEFAULT_HINT) -> dict:
+def compile_config(threads: int | None, hint: str = DEFAULT_HINT, streams="auto", inference_precision: str = "f32") -> dict:
     """The CPU plugin settings every toolkit model uses (the backend and the benchmark's direct row)."""
-    return {
+    config = {
         "INFERENCE_NUM_THREADS": int(threads or os.cpu_count() or 1),
         "PERFORMANCE_HINT": hint,
-        # f32 math on every CPU: without it, CPUs with bf16 units may silently compute in bf16.
-        "INFERENCE_PRECISION_HINT": "f32",
+        # f32 math unless asked otherwise: without it, CPUs with bf16 units may silently compute in bf16.
+        "INFERENCE_PRECISION_HINT": inference_precision,
     }
+    if streams != "auto":
+        config["NUM_STREAMS"] = int(streams)
+    return config
 
 
 def compile_model(model_path: str | Path, config: dict):
@@ -40,9 +52,21 @@ def compile_model(model_path: str | Path, config: dict):
 class OpenVinoBackend(Backend):
     name = "openvino"
     device = "cpu"
+    OPTIONS = OPTIONS
+
+    @classmethod
+    def option_choices(cls, precision: str) -> dict[str, tuple]:
+        choices = dict(OPTIONS)
+        if precision not in ("fp32", "fp16"):
+            choices["inference_precision"] = ("f32",)
+        return choices
+
+    @classmethod
+    def compute_precision(cls, precision: str, options: dict) -> str:
+        return "bf16" if options.get("inference_precision") == "bf16" else ""
 
     def config(self) -> dict:
-        return compile_config(self.threads, self.options.get("hint", DEFAULT_HINT))
+        return compile_config(self.threads, **self.options)
 
     def _load(self) -> None:
         import openvino as ov
@@ -66,7 +90,8 @@ class OpenVinoBackend(Backend):
 
     def details(self) -> dict:
         config = self.config()
-        return {"threads": config["INFERENCE_NUM_THREADS"], "hint": config["PERFORMANCE_HINT"], "inference_precision": "f32"}
+        return {"threads": config["INFERENCE_NUM_THREADS"], "hint": config["PERFORMANCE_HINT"],
+                "streams": config.get("NUM_STREAMS", "auto"), "inference_precision": config["INFERENCE_PRECISION_HINT"]}
 
     def close(self) -> None:
         self.request = None

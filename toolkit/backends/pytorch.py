@@ -10,6 +10,8 @@ from toolkit.backends.base import Backend
 class TorchBackend(Backend):
     name = "pytorch"
     device = "cpu"
+    # torch.compile modes (None: eager). "max-autotune-no-cudagraphs" benchmarks kernel choices while compiling.
+    OPTIONS = {"compile": (None, "default", "max-autotune-no-cudagraphs")}
 
     def _load(self) -> None:
         import torch
@@ -30,6 +32,10 @@ class TorchBackend(Backend):
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         torch = self._torch
+        # torch's thread count is global to the process: another instance (a tuning candidate, the
+        # parity reference) may have changed it since this one loaded.
+        if self.threads and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
         with torch.inference_mode():
             x = torch.from_numpy(batch)
             return self.forward(x).numpy()
@@ -49,6 +55,7 @@ class TorchBackend(Backend):
 class TorchCudaBackend(TorchBackend):
     name = "pytorch-cuda"
     device = "cuda"
+    OPTIONS = None
 
     def _device(self) -> str:
         return "cuda"

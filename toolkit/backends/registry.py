@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.env import GPU_INSTALL, cuda_available
@@ -46,6 +46,10 @@ SPECS: tuple[BackendSpec, ...] = (
     BackendSpec("onnxruntime-trt", "onnxruntime_gpu", "OrtTensorrtBackend", "cuda", ("fp32", "fp16", "int8"), "onnx", ("onnxruntime", "tensorrt"), GPU_INSTALL),
     BackendSpec("openvino", "openvino", "OpenVinoBackend", "cpu", ("fp32", "fp16", "int8", "int8-cpu"), "onnx", ("openvino",), "pip install 'toolkit[openvino]'"),
     BackendSpec("tensorrt", "tensorrt", "TensorrtBackend", "cuda", ("fp32", "fp16", "int8"), "engine", ("tensorrt", "torch"), GPU_INSTALL),
+    # A model on a Triton server (client side): it reads an endpoint (URL + model name), not a file,
+    # and runs only when asked for by name (it needs --url).
+    BackendSpec("triton", "triton", "TritonBackend", "remote", ("fp32", "fp16", "int8", "int8-cpu"), "endpoint", ("tritonclient",),
+                "pip install 'toolkit[serve]'"),
 )
 BY_NAME = {s.name: s for s in SPECS}
 
@@ -99,6 +103,8 @@ def all_statuses() -> list[BackendStatus]:
 
 def model_path_for(name: str, precision: str, artifacts_dir: str | Path = paths.ARTIFACTS_DIR) -> Path:
     spec = get_spec(name)
+    if spec.reads == "endpoint":
+        raise InputError(f"backend {name} reads a server endpoint, not a file", "pass --url and --model")
     if spec.reads == "checkpoint":
         return paths.checkpoint_path(artifacts_dir)
     if spec.reads == "engine":
@@ -112,8 +118,40 @@ def check_precision(precision: str) -> str:
     return precision
 
 
+def backend_class(name: str):
+    """The backend's class (its module imports its runtime lazily, so this needs none installed)."""
+    spec = get_spec(name)
+    return getattr(importlib.import_module(f"toolkit.backends.{spec.module}"), spec.class_name)
+
+
+def option_choices(name: str, precision: str) -> dict[str, tuple] | None:
+    """The options `name` accepts for `precision`, each with its allowed values, the default first;
+    None when the backend does not declare them (they are then passed through unchecked)."""
+    return backend_class(name).option_choices(check_precision(precision))
+
+
+def compute_precision(name: str, precision: str, options: dict) -> str:
+    """The arithmetic precision when an option changes it from the file's (e.g. "bf16"), else ""."""
+    return backend_class(name).compute_precision(precision, options)
+
+
+def check_options(name: str, precision: str, options: dict) -> None:
+    """Refuse options `name` does not accept (InputError), `threads` included; as tuned.json stores them."""
+    spec = get_spec(name)
+    check_precision(precision)
+    if precision not in spec.precisions:
+        raise InputError(f"backend {name} does not run {precision}", f"it runs {', '.join(spec.precisions)}")
+    rest = dict(options)
+    threads = rest.pop("threads", None)
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise InputError(f"threads must be a positive integer, got {threads!r}", "omit it to use every core")
+    backend_class(name).check_options(precision, rest)
+
+
 def create_backend(name: str, precision: str, model_path: str | Path | None = None, threads: int | None = None, **options):
-    """An unloaded backend instance; raises UnavailableError (with the reason) when it can't run here."""
+    """An unloaded backend instance; raises UnavailableError (with the reason) when it can't run here,
+    InputError for an option the backend does not accept (see option_choices; tuned.json's
+    `options` are accepted as keyword arguments as they are)."""
     spec = get_spec(name)
     check_precision(precision)
     if precision not in spec.precisions:
@@ -121,8 +159,9 @@ def create_backend(name: str, precision: str, model_path: str | Path | None = No
     st = status(name)
     if not st.available:
         raise UnavailableError(f"backend {name} is unavailable: {st.reason}")
-    module = importlib.import_module(f"toolkit.backends.{spec.module}")
-    cls = getattr(module, spec.class_name)
+    cls = backend_class(name)
+    if spec.reads == "endpoint":
+        return cls(None, precision, threads=threads, **options)  # the endpoint is in options (url, model)
     return cls(model_path or model_path_for(name, precision), precision, threads=threads, **options)
 
 
@@ -132,14 +171,15 @@ def create_backend(name: str, precision: str, model_path: str | Path | None = No
 class PlannedPair:
     backend: str
     precision: str
-    model_path: Path
+    model_path: Path | str  # a file, or for an endpoint backend the model's URL
     available: bool
     reason: str  # why unavailable; "" when available
+    options: dict = field(default_factory=dict, hash=False, compare=False)  # create_backend(**options): an endpoint's url, model
 
 
 def select_pairs(backends: list[str] | None = None, precisions: list[str] | None = None) -> list[tuple[str, str]]:
     """Every (backend, precision) pair the names select; unknown names are bad input."""
-    names = backends or backend_names()
+    names = backends or [s.name for s in SPECS if s.reads != "endpoint"]  # a server is only used when named
     for n in names:
         get_spec(n)
     for p in precisions or []:
@@ -162,12 +202,30 @@ def _how_to_make(reads: str, precision: str) -> str:
     return f"export it with `toolkit export --format onnx --precision {precision}` or pass --artifacts"
 
 
+def _endpoint_options(precision: str, endpoint: dict | None, precisions_asked: int) -> tuple[str, dict]:
+    """(model URL, create_backend options) of an endpoint pair; without a URL it is bad input."""
+    from toolkit.backends.triton import model_name, parse_endpoint
+
+    endpoint = dict(endpoint or {})
+    if not endpoint.get("url"):
+        raise InputError("the triton backend needs a server", "pass --url http://HOST:8000 (or grpc://HOST:8001) and --model NAME")
+    if endpoint.get("model") and precisions_asked > 1:
+        raise InputError("--model names one model, and several precisions were asked for", "pass one --precision with --model")
+    endpoint["model"] = endpoint.get("model") or model_name("onnxruntime", precision)
+    return parse_endpoint(endpoint["url"], endpoint["model"]).model_url, endpoint
+
+
 def plan_pairs(backends: list[str] | None, precisions: list[str] | None, checkpoint: str | Path,
-               artifacts_dir: str | Path = paths.ARTIFACTS_DIR) -> list[PlannedPair]:
+               artifacts_dir: str | Path = paths.ARTIFACTS_DIR, endpoint: dict | None = None) -> list[PlannedPair]:
     """Every requested pair with the file it reads, checked before any work: unknown names and a
     missing, corrupt, unsafe or foreign model file of a usable pair are bad input (check_model_file);
     a backend requested by name that can't run here is an UnavailableError; other unavailable
-    backends are planned as skipped, with the reason."""
+    backends are planned as skipped, with the reason.
+    `endpoint` ({"url", "model", "timeout_s", "token"}) is where the endpoint backend (triton) runs:
+    its server is asked once here, so an unreachable server (UnavailableError), an unknown model or a
+    foreign signature (bad input) stops the run before any work. A URL alone selects that backend."""
+    if endpoint and endpoint.get("url") and not backends:
+        backends = ["triton"]  # --url alone: the server's model
     for name in backends or []:
         get_spec(name)
         st = status(name)
@@ -175,11 +233,26 @@ def plan_pairs(backends: list[str] | None, precisions: list[str] | None, checkpo
             raise UnavailableError(f"backend {name} was requested but is unavailable: {st.reason}")
     planned = []
     checked: set[tuple[str, Path]] = set()
-    for name, precision in select_pairs(backends, precisions):
+    selected = select_pairs(backends, precisions)
+    for name, precision in selected:
         spec = get_spec(name)
         st = status(name)
+        if spec.reads == "endpoint":
+            asked = sum(1 for n, _ in selected if n == name)
+            url, options = _endpoint_options(precision, endpoint, asked) if st.available else ("", {})
+            if st.available:
+                # Like a missing model file, an unreachable server, an unknown model or a foreign
+                # signature is refused before any work (its own error and exit code).
+                with create_backend(name, precision, threads=None, **options):
+                    pass
+            planned.append(PlannedPair(name, precision, url, st.available, st.reason, options))
+            continue
         path = Path(checkpoint) if spec.reads == "checkpoint" else model_path_for(name, precision, artifacts_dir)
         if st.available and not path.is_file():
+            if spec.reads == "checkpoint":  # the same words as every other command that reads it
+                from toolkit.files.checkpoint import load_state_dict
+
+                load_state_dict(path)
             raise ModelFileError(f"model file {path} for {name}/{precision} is missing", _how_to_make(spec.reads, precision))
         if st.available and (spec.reads, path) not in checked:
             check_model_file(name, precision, path)

@@ -80,6 +80,7 @@ def _io_dtypes(engine: trt.ICudaEngine) -> dict:
 class TensorrtBackend(Backend):
     name = "tensorrt"
     device = "cuda"
+    OPTIONS = None  # cuda_graph and the engine options are not searched here (no GPU to tune on)
 
     _runtime = None
     _engine = None

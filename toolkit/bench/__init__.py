@@ -27,7 +27,8 @@ required. The benchmark reports each component's statistics next to the end-to-e
 the cell as launch-bound when median enqueue time exceeds median compute time (CUDA graphs help
 there), as trtexec does.
 
-Modules: schema (configuration, results, JSON), timing, direct (reference rows), sweep, summary,
+Modules: schema (configuration, results, JSON), timing, direct (reference rows), sweep, summary, peak
+(roofline), profile (runtime profilers), tune (configuration search), tuned (tuned.json),
 baseline, train (time to accuracy).
 """
 
@@ -79,6 +80,8 @@ from toolkit.bench.schema import (
 from toolkit.bench.summary import BenchSummary, OverheadRow, Ratio, summarize
 from toolkit.bench.sweep import benchmark_images, run_bench
 from toolkit.bench.timing import Measurement, device_timing_from_hook, measure, time_calls, warm_up
+from toolkit.bench.tune import tune_to_file
+from toolkit.bench.tuned import load_tuned
 
 __all__ = [
     "BaselineComparison",
@@ -128,6 +131,7 @@ __all__ = [
     "device_timing_from_hook",
     "images_per_second",
     "load_report",
+    "load_tuned",
     "measure",
     "report_from_dict",
     "report_to_dict",
@@ -137,5 +141,6 @@ __all__ = [
     "stored_samples",
     "summarize",
     "time_calls",
+    "tune_to_file",
     "warm_up",
 ]

@@ -20,6 +20,7 @@ from toolkit.bench.schema import (
     DIRECT,
     PAIRED_BLOCKS,
     TORCH_COMPILE_MODE,
+    TUNED,
     BenchCell,
     BenchConfig,
     BenchReport,
@@ -96,7 +97,8 @@ def _bench_rows(planned: registry.PlannedPair, images: np.ndarray, config: Bench
         variants.append(COMPILE)
     infos: list[PairInfo] = []
     cells: list[BenchCell] = []
-    sha = sha256_file(planned.model_path)
+    # An endpoint's model is not a local file: its SHA-256 is the server's business.
+    sha = "" if registry.get_spec(planned.backend).reads == "endpoint" else sha256_file(planned.model_path)
     for variant in variants:
         info = PairInfo(planned.backend, planned.precision, variant, "ok", model_path=str(planned.model_path), model_sha256=sha, threads=threads)
         infos.append(info)
@@ -104,7 +106,8 @@ def _bench_rows(planned: registry.PlannedPair, images: np.ndarray, config: Bench
         backend = None
         try:
             t0 = time.perf_counter()
-            backend = registry.create_backend(planned.backend, planned.precision, planned.model_path, threads=threads, **options)
+            backend = registry.create_backend(planned.backend, planned.precision, planned.model_path, threads=threads,
+                                              **planned.options, **options)
             backend.load()
             info.load_seconds = time.perf_counter() - t0
             described = backend.describe()
@@ -167,6 +170,66 @@ def _bench_rows(planned: registry.PlannedPair, images: np.ndarray, config: Bench
     return infos, cells
 
 
+def _tuned_rows(planned: registry.PlannedPair, images: np.ndarray, config: BenchConfig, progress) -> tuple[list[PairInfo], list[BenchCell]]:
+    """Rows with the settings tuned.json holds for this pair at the sweep's batch sizes (one backend
+    per distinct set of settings); a tuned entry that kept the defaults adds no row."""
+    from toolkit.files.store import sha256_file
+
+    entries = [e for e in config.tuned.entries if (e.backend, e.precision) == (planned.backend, planned.precision)
+               and e.batch_size in config.batch_sizes and e.options != e.default_options]
+    groups: dict[str, list] = {}
+    for e in entries:
+        groups.setdefault(repr(sorted(e.options.items(), key=lambda kv: kv[0])), []).append(e)
+    infos: list[PairInfo] = []
+    cells: list[BenchCell] = []
+    sha = sha256_file(planned.model_path) if groups else ""
+    for group in groups.values():
+        options = dict(group[0].options)
+        variant = TUNED + (f" {group[0].compute_precision}" if group[0].compute_precision else "")
+        threads = options.pop("threads", None)
+        info = PairInfo(planned.backend, planned.precision, variant, "ok", model_path=str(planned.model_path), model_sha256=sha, threads=threads)
+        infos.append(info)
+        sizes = sorted(e.batch_size for e in group)
+        backend = None
+        try:
+            t0 = time.perf_counter()
+            backend = registry.create_backend(planned.backend, planned.precision, planned.model_path, threads=threads, **options)
+            backend.load()
+            info.load_seconds = time.perf_counter() - t0
+            described = backend.describe()
+            info.device, info.runtime, info.settings = described.device, described.runtime, dict(described.details)
+            for bs in sizes:
+                if progress:
+                    progress(f"{row_label(planned.backend, planned.precision, variant)} batch {bs}")
+                batch = images[:bs]
+                try:
+                    _check_output(backend.run(batch), bs)
+                    (m,) = measure([backend.run], batch, config)
+                    cell = _make_cell(info, bs, m, config)
+                    cell.options = dict(group[0].options)
+                    cells.append(cell)
+                except Exception as exc:  # noqa: BLE001 - one failing cell doesn't stop the others
+                    cells.append(_failed_cell(info, bs, _one_line(exc)))
+        except Exception as exc:  # noqa: BLE001 - a tuned row that can't load fails alone
+            info.status, info.message = "failed", _one_line(exc)
+            cells += [_failed_cell(info, bs, info.message) for bs in sizes]
+        finally:
+            if backend is not None:
+                backend.close()
+    return infos, cells
+
+
+def _measure_peak(planned: list[registry.PlannedPair], threads: int, progress):
+    """This machine's peaks and the model's operation count (from the first ONNX file planned)."""
+    from toolkit.bench.peak import measure_peak_report
+
+    onnx_files = [p.model_path for p in planned
+                  if p.available and registry.get_spec(p.backend).reads == "onnx" and Path(p.model_path).is_file()]
+    if progress:
+        progress("peak: fp32/int8 matrix products")
+    return measure_peak_report(threads, onnx_files[0] if onnx_files else None)
+
+
 def run_bench(
     config: BenchConfig,
     backends: list[str] | None = None,
@@ -175,16 +238,18 @@ def run_bench(
     artifacts_dir: str | Path = paths.ARTIFACTS_DIR,
     data_dir=None,
     progress: Callable[[str], None] | None = None,
+    endpoint: dict | None = None,
 ) -> BenchReport:
-    """Benchmark every requested, available pair over `config.batch_sizes`; see the module docstring."""
+    """Benchmark every requested, available pair over `config.batch_sizes`; see the module docstring.
+    `endpoint` ({"url", "model", ...}) is where the `triton` backend's pairs run."""
     checkpoint = paths.checkpoint_path() if checkpoint is None else checkpoint
-    planned = registry.plan_pairs(backends, precisions, checkpoint, artifacts_dir)
+    planned = registry.plan_pairs(backends, precisions, checkpoint, artifacts_dir, endpoint)
     images = benchmark_images(max(config.batch_sizes), data_dir)
     threads = config.threads or env.usable_cores()
     environment = capture_environment()
     notes = []
     if config.direct:
-        notes.append(f"'direct' rows call the runtime's own Python API on the same model, settings and data; they alternate with the toolkit's row in {PAIRED_BLOCKS} blocks")
+        notes.append(f"'direct' rows call the runtime's own Python API on the toolkit backend's own session (same model, settings, thread pool and data); they alternate with the toolkit's row in {PAIRED_BLOCKS} blocks, in ABBA order")
     if config.torch_compile:
         notes.append(f"'compile' rows: torch.compile(mode={TORCH_COMPILE_MODE!r}); compilation happens during warm-up")
     settings = BenchSettings(
@@ -194,6 +259,13 @@ def run_bench(
         timer="time.perf_counter_ns around each synchronous call (host numpy in -> host numpy out); garbage collector paused while timing",
         notes=notes,
     )
+    if config.tuned is not None:
+        notes.append("'tuned' rows: the settings from the --config file (`toolkit bench --tune`) at the batch sizes they were tuned for; "
+                     "'tuned bf16': OpenVINO computing in bf16, judged by the parity gate under the fp16 tolerances")
+    peak = _measure_peak(planned, threads, progress) if config.peak else None
+    if peak is not None:
+        notes.append(f"% of peak: operations per second at the median call ({peak.model.ops_per_image / 1e6:.2f} M per image, counted from the ONNX graph) "
+                     f"over this machine's measured peak for the cell's data type; {peak.method}" if peak.model else "no ONNX file planned: no operation count")
     pairs: list[PairInfo] = []
     cells: list[BenchCell] = []
     for p in planned:
@@ -203,7 +275,20 @@ def run_bench(
         infos, new_cells = _bench_rows(p, images, config, threads, progress)
         pairs += infos
         cells += new_cells
+        if config.tuned is not None:
+            infos, new_cells = _tuned_rows(p, images, config, progress)
+            pairs += infos
+            cells += new_cells
+    profiles = []
+    if config.profile:
+        from toolkit.bench.profile import profile_pairs
+
+        profiles = profile_pairs(planned, images[: max(config.batch_sizes)], threads, progress)
+    if peak is not None:
+        from toolkit.bench.peak import apply_roofline
+
+        apply_roofline(cells, peak, {(p.backend, p.precision): registry.get_spec(p.backend).device for p in planned})
     environment.load_average_end = env.load_average()
-    return BenchReport(environment=environment, settings=settings, pairs=pairs, cells=cells)
+    return BenchReport(environment=environment, settings=settings, pairs=pairs, cells=cells, peak=peak, profiles=profiles)
 
 

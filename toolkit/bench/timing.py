@@ -60,8 +60,11 @@ def measure(calls: list[Callable], batch: np.ndarray, config: BenchConfig) -> li
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        for _ in range(blocks):
-            for call, result in zip(calls, results, strict=True):
+        for block in range(blocks):
+            # ABBA order: each call runs first in half the blocks, so whatever the previous block
+            # leaves behind (spinning worker threads, caches holding the other model) lands on both.
+            order = list(zip(calls, results, strict=True))
+            for call, result in order if block % 2 == 0 else order[::-1]:
                 if blocks > 1:
                     for _ in range(REWARM_CALLS):
                         call(batch)

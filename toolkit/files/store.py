@@ -243,20 +243,25 @@ def write_artifact(
     kind: str,
     parents: list[Path] | None = None,
     extra: dict | None = None,
+    manifest_dir: str | os.PathLike | None = None,
 ) -> Path:
     """Atomically write an artifact and record it in its directory's manifest, under the lock.
 
+    `manifest_dir` (default: the artifact's own directory) is the directory whose manifest and lock
+    hold the entry: a tree of files (a Triton model repository) keeps one manifest at its root.
     The artifact and the new manifest are both staged before either is renamed into place, so a
     full disk, an unreadable manifest or an interrupt leaves both as they were."""
     target = Path(path)
-    directory = check_writable_dir(target.parent)
+    directory = check_writable_dir(manifest_dir if manifest_dir is not None else target.parent)
+    if manifest_dir is not None:
+        check_writable_dir(target.parent)
     manifest_path = directory / MANIFEST_NAME
     with directory_lock(directory):
         manifest = read_manifest(directory)
         # Temp files of this artifact or the manifest exist only under the lock: any here now are a killed writer's.
-        prefixes = (f"{TEMP_PREFIX}{target.name}.", f"{TEMP_PREFIX}{MANIFEST_NAME}.")
-        for stale in [p for p in directory.iterdir() if p.name.startswith(prefixes)]:
-            stale.unlink(missing_ok=True)
+        for folder, prefix in ((target.parent, f"{TEMP_PREFIX}{target.name}."), (directory, f"{TEMP_PREFIX}{MANIFEST_NAME}.")):
+            for stale in [p for p in folder.iterdir() if p.name.startswith(prefix)]:
+                stale.unlink(missing_ok=True)
         tmp = _stage(target, write)
         try:
             manifest["version"] = MANIFEST_VERSION

@@ -19,6 +19,7 @@ from toolkit.report.console import (
 )
 from toolkit.report.parity import format_parity, parity_markdown, write_parity_reports
 from toolkit.report.tables import markdown_table, table
+from toolkit.report.tune import format_tuned
 
 __all__ = [
     "BENCH_FILES",
@@ -32,6 +33,7 @@ __all__ = [
     "format_parity",
     "format_train_benchmark",
     "format_train_result",
+    "format_tuned",
     "format_verify",
     "markdown_table",
     "parity_markdown",

@@ -9,8 +9,9 @@ from toolkit.bench import report_to_dict
 from toolkit.files.store import write_artifact, write_json_artifact, write_text_artifact
 from toolkit.report.tables import markdown_table, table
 
-BENCH_HEADERS = ["row", "batch", "scenario", "p50 µs", "p90 µs", "p99 µs", "mean µs", "std µs", "images/s", "at p50", "calls"]
-BENCH_FILES = ("bench.json", "bench.md", "latency.png", "throughput.png")
+BENCH_HEADERS = ["row", "batch", "scenario", "p50 µs", "p90 µs", "p99 µs", "mean µs", "std µs", "images/s", "at p50", "calls",
+                 "GOP/s", "% peak"]
+BENCH_FILES = ("bench.json", "bench.md", "latency.png", "throughput.png", "roofline.png")
 SAMPLE_KEYS = frozenset({"samples_ns"})  # written on one line each
 
 
@@ -24,21 +25,54 @@ def bench_rows(report) -> list[list]:
     rows = []
     for c in report.cells:
         if c.status != "ok":
-            rows.append([c.label, c.batch_size, c.scenario, "FAILED", "", "", "", "", "", "", ""])
+            rows.append([c.label, c.batch_size, c.scenario, "FAILED", "", "", "", "", "", "", "", "", ""])
             continue
         s = c.latency
+        gops = "-" if c.ops_per_second is None else f"{c.ops_per_second / 1e9:,.1f}"
+        share = "-" if c.percent_of_peak is None else f"{c.percent_of_peak:.1f}% {c.peak_dtype}"
         rows.append([c.label, c.batch_size, c.scenario, _us(s.median_us), _us(s.p90_us), _us(s.p99_us), _us(s.mean_us),
-                     _us(s.std_us), f"{c.images_per_second:,.0f}", f"{c.images_per_second_p50:,.0f}", s.count])
+                     _us(s.std_us), f"{c.images_per_second:,.0f}", f"{c.images_per_second_p50:,.0f}", s.count, gops, share])
     return rows
+
+
+def peak_lines(report) -> list[str]:
+    """This machine's measured peaks and the model's operation count, one line each."""
+    peak = report.peak
+    if peak is None:
+        return []
+    lines = []
+    if peak.model is not None:
+        layers = ", ".join(f"{layer.op_type} {100 * 2 * layer.macs / peak.model.ops_per_image:.0f}%" for layer in peak.model.layers)
+        lines.append(f"model: {peak.model.ops_per_image / 1e6:.2f} M operations per image ({layers}); counted: {peak.model.counted}")
+    for p in peak.peaks:
+        others = "; ".join(f"{r.path} {r.ops_per_second / 1e9:,.0f}" if r.ops_per_second else f"{r.path}: {r.message}" for r in p.paths)
+        isa = f", {p.isa}" if p.isa else ""
+        lines.append(f"peak {p.dtype} ({peak.threads} threads{isa}): {p.ops_per_second / 1e9:,.0f} GOP/s by {p.path} (each path, GOP/s: {others})")
+    if peak.peaks:
+        lines.append(f"peak method: {peak.method}; not included: {peak.excludes}")
+    return lines
+
+
+def profile_lines(report, top: int = 4) -> list[str]:
+    """Per profiled pair: where its time goes, biggest nodes first, with the type each runs in."""
+    lines = []
+    for p in report.profiles:
+        if p.message:
+            lines.append(f"profile {p.backend}/{p.precision}: unavailable ({p.message})")
+            continue
+        nodes = ", ".join(f"{n.op_type} {n.dtype} {100 * n.share:.0f}%" for n in p.top(top))
+        lines.append(f"profile {p.backend}/{p.precision} batch {p.batch_size}: {p.total_ms_per_call:,.2f} ms in nodes: {nodes}")
+    return lines
 
 
 def _ratio_lines(summary) -> list[str]:
     lines = []
     for r in summary.ratios:
-        value = "-" if r.value is None else (f"{100 * r.value:+.1f}%" if "overhead" in r.what else f"{r.value:.3g}x")
+        share = "share" in r.what
+        value = "-" if r.value is None else (f"{100 * r.value:+.1f}%" if "overhead" in r.what else f"{100 * r.value:.1f}%" if share else f"{r.value:.3g}x")
         target = ""
         if r.target is not None:
-            goal = f"≤ {100 * r.target:.0f}%" if "overhead" in r.what else f"≥ {r.target:g}x"
+            goal = f"≤ {100 * r.target:.0f}%" if "overhead" in r.what else f"≥ {100 * r.target:.0f}%" if share else f"≥ {r.target:g}x"
             verdict = "met" if r.met else "NOT met"
             if r.met and "overhead" in r.what and r.value is not None and r.value > r.target:
                 verdict = "not exceeded beyond noise: the 95% CI reaches below it"
@@ -66,7 +100,8 @@ def format_bench(report, summary, comparison=None) -> str:
         f"load average {env.load_average_start} -> {env.load_average_end}",
         f"end-to-end latency of one synchronous call (host numpy in -> out); warm-up {report.settings.warmup}, "
         f"at least {report.settings.iterations} calls and {report.settings.min_seconds:g} s per cell",
-        table(BENCH_HEADERS, bench_rows(report), align="lrlrrrrrrrr"),
+        table(BENCH_HEADERS, bench_rows(report), align="lrlrrrrrrrrrr"),
+        *peak_lines(report),
     ]
     lines += _device_lines(report)
     for c in report.failed:
@@ -74,6 +109,8 @@ def format_bench(report, summary, comparison=None) -> str:
     for p in report.pairs:
         if p.status == "skipped":
             lines.append(f"  {p.label} skipped: {p.message}")
+    if report.profiles:
+        lines += ["", *profile_lines(report)]
     if summary.ratios:
         lines += ["", *_ratio_lines(summary)]
     if comparison is not None:
@@ -134,6 +171,11 @@ def bench_markdown(report, summary, comparison=None) -> str:
         "![throughput against batch size](throughput.png)",
         "",
     ]
+    if report.peak is not None:
+        out += ["## How close to the machine (roofline)", "",
+                "GOP/s = images/s at p50 × the model's operations per image; % peak = that over this machine's measured peak "
+                "for the data type the cell computes in (fp32 and fp16 files: fp32; int8 files: int8; tuned bf16 rows: bf16).", "",
+                *[f"- {line}" for line in peak_lines(report)], "", "![operations per second against the peaks](roofline.png)", ""]
     if summary.ratios:
         out += ["## Ratios", "", *[f"- {line}" for line in _ratio_lines(summary)], ""]
     if summary.overhead:
@@ -142,6 +184,18 @@ def bench_markdown(report, summary, comparison=None) -> str:
                                [[o.backend, o.precision, o.batch_size, _us(o.wrapper_median_us), _us(o.direct_median_us),
                                  f"{100 * o.overhead:+.1f}%", f"{100 * o.ci_low:+.1f}%..{100 * o.ci_high:+.1f}%"] for o in summary.overhead]),
                 "", "Overhead = toolkit median / direct median - 1; the interval is a bootstrap over both rows' per-call samples.", ""]
+    if report.profiles:
+        out += ["## Where the time goes: the runtimes' own profilers", "",
+                "Why int8 is or is not faster than fp32 on a runtime: per node, its kernel, the type it computes on and its share "
+                "(onnxruntime: its profiling JSON; OpenVINO: the CPU plugin's per-layer performance counters). Profiled on separate "
+                "sessions built like the backends': profiling slows the calls, so these explain the timings above and never replace them.", ""]
+        for p in report.profiles:
+            if p.message:
+                out += [f"- `{p.backend}/{p.precision}`: no profile ({p.message})", ""]
+                continue
+            out += [f"**{p.backend}/{p.precision}**, batch {p.batch_size}: {p.total_ms_per_call:,.2f} ms per call in nodes ({p.source})", "",
+                    markdown_table(["node", "op", "kernel", "type", "ms", "share"],
+                                   [[n.node, n.op_type, n.kernel, n.dtype, f"{n.ms_per_call:,.2f}", f"{100 * n.share:.0f}%"] for n in p.top(6)]), ""]
     device = _device_lines(report)
     if device:
         out += ["## Device-resident timings (cheaper than a user's call; for diagnosis)", "", *[f"- {line}" for line in device], ""]
@@ -211,7 +265,44 @@ def bench_plots(report) -> dict[str, bytes]:
         fig.savefig(buf, format="png")
         plt.close(fig)
         out[name] = buf.getvalue()
+    if report.peak is not None and any(c.percent_of_peak is not None for c in report.ok_cells()):
+        out["roofline.png"] = _roofline_plot(report, series, sizes, title, plt, colors, markers)
     return out
+
+
+def _roofline_plot(report, series, sizes, title, plt, colors, markers) -> bytes:
+    """Each row's operations per second against batch size, under this machine's peak lines."""
+    import io
+
+    import matplotlib.ticker
+
+    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=110)
+    for i, (label, points) in enumerate(series.items()):
+        points = [(b, c) for b, c in points if c.percent_of_peak is not None]
+        if not points or points[0][1].variant == "direct":
+            continue
+        first = points[0][1]
+        ax.plot([b for b, _ in points], [c.ops_per_second / 1e9 for _, c in points], color=colors(i % 20),
+                marker=markers.get(first.backend, "v"), linestyle=":" if first.variant == "compile" else "-", label=label)
+    used = {c.peak_dtype for c in report.ok_cells() if c.peak_dtype}
+    for p, style in zip([p for p in report.peak.peaks if p.dtype in used], ("--", "-.", ":"), strict=False):
+        ax.axhline(p.ops_per_second / 1e9, color="black", linestyle=style, linewidth=1)
+        ax.annotate(f"{p.dtype} peak {p.ops_per_second / 1e9:,.0f} GOP/s", (sizes[0], p.ops_per_second / 1e9), fontsize=8,
+                    xytext=(2, 3), textcoords="offset points")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(sizes, [str(b) for b in sizes])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("achieved G operations/s (at p50)")
+    ax.set_title(f"roofline (compute ceilings only): {title}", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
 
 
 

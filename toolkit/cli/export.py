@@ -1,0 +1,167 @@
+"""`toolkit export`, `toolkit eval`, `toolkit diagnose`."""
+
+from __future__ import annotations
+
+import click
+
+from toolkit.cli.group import (
+    _artifacts_option,
+    _batch_sizes,
+    _checkpoint_option,
+    _data_dir_option,
+    _endpoint,
+    _split_list,
+    _triton_model_option,
+    _triton_timeout_option,
+    _triton_url_option,
+    cli,
+)
+from toolkit.errors import (
+    InputError,
+)
+from toolkit.files import paths
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["onnx", "tensorrt", "triton"]), default="onnx", show_default=True,
+              help="triton: a Triton model repository (default <artifacts>/triton) from the exports in --artifacts, and its KServe manifest.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "int8-cpu", "all"]), default="fp32", show_default=True,
+              help="int8: symmetric s8s8 Q/DQ (TensorRT-ready); int8-cpu: u8s8 with the first conv in fp32 (ONNX only, for CPU runtimes).")
+@_checkpoint_option
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="artifacts", show_default=True, help="Output directory (created if missing).")
+@click.option("--calibration-images", type=int, default=1000, show_default=True, help="int8: training images used for calibration.")
+@click.option("--calibration", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True,
+              help="int8, int8-cpu (ONNX): onnxruntime's calibrator for activation ranges (recorded in the metadata and manifest).")
+@click.option("--percentile", type=float, default=None, help="--calibration percentile: the cut, in percent (default 99.99).")
+@click.option("--min-batch", type=int, default=1, show_default=True, help="tensorrt: optimization profile minimum batch.")
+@click.option("--opt-batch", type=int, default=64, show_default=True, help="tensorrt: profile batch the kernels are tuned for.")
+@click.option("--max-batch", type=int, default=1024, show_default=True, help="tensorrt: profile maximum batch; triton: max_batch_size.")
+@click.option("--instances", type=int, default=1, show_default=True, help="triton: model instances per model (instance_group count).")
+@click.option("--max-queue-delay-us", type=int, default=100, show_default=True, help="triton: dynamic batcher's max queue delay.")
+@_artifacts_option
+@click.option("--workspace-mb", type=int, default=1024, show_default=True, help="tensorrt: builder workspace limit (MiB).")
+@click.option("--strict-fp32", is_flag=True, help="tensorrt: disable TF32 so fp32 engines compute in true fp32.")
+@_data_dir_option
+def export(fmt, precision, checkpoint, out_dir, calibration_images, calibration, percentile, min_batch, opt_batch, max_batch,
+           instances, max_queue_delay_us, artifacts_dir, workspace_mb, strict_fp32, data_dir):
+    """Export the checkpoint to ONNX (fp32, fp16, int8 and int8-cpu Q/DQ), build TensorRT engines
+    (fp32, fp16, int8), or write a Triton model repository. A missing --out directory is created."""
+    if (fmt != "onnx" or precision in ("fp32", "fp16")) and (calibration != "minmax" or percentile is not None):
+        raise InputError("--calibration applies to ONNX int8 and int8-cpu exports", "use --format onnx --precision int8|int8-cpu|all")
+    if fmt == "triton":
+        from toolkit.export.triton import export_triton
+        from toolkit.report.serve import format_repository
+
+        explicit_out = click.get_current_context().get_parameter_source("out_dir") != click.core.ParameterSource.DEFAULT
+        precisions = list(paths.ONNX_PRECISIONS) if precision == "all" else [precision]
+        click.echo(format_repository(export_triton(precisions, artifacts_dir, out_dir if explicit_out else None, max_batch=max_batch,
+                                                   instances=instances, queue_delay_us=max_queue_delay_us)))
+        return
+
+    precisions = list(paths.ONNX_PRECISIONS if fmt == "onnx" else paths.PRECISIONS) if precision == "all" else [precision]
+    if fmt == "onnx":
+        from toolkit.export.onnx import export_onnx
+        from toolkit.report import format_export_result
+
+        for p in precisions:
+            click.echo(format_export_result(export_onnx(checkpoint, p, out_dir, data_dir=data_dir, calibration_images=calibration_images,
+                                                        calibration=calibration, percentile=percentile)))
+        return
+    from toolkit.export.tensorrt import EngineOptions, build_engine_from_checkpoint
+    from toolkit.report import format_engine_result
+
+    options = EngineOptions(min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, workspace_mb=workspace_mb, strict_fp32=strict_fp32)
+    for p in precisions:
+        click.echo(format_engine_result(build_engine_from_checkpoint(checkpoint, p, out_dir, options, data_dir=data_dir, calibration_images=calibration_images)))
+
+
+@cli.command("eval")
+@click.option("--backend", "backends", default=None, help="Comma-separated backends (default: all).")
+@click.option("--precision", "precisions", default=None, help="Comma-separated precisions: fp32,fp16,int8,int8-cpu (default: all).")
+@click.option("--batch-sizes", default="1,1024", show_default=True, help="Batch sizes each pair is checked at.")
+@click.option("--min-accuracy", type=float, default=99.0, show_default=True)
+@click.option("--max-logit-diff", type=float, default=None, help="Override every precision's max |Δlogit| tolerance.")
+@click.option("--min-agreement", type=float, default=None, help="Override every precision's top-1 agreement (0..1).")
+@click.option("--export/--no-export", "do_export", default=False, help="Re-export every ONNX precision from the checkpoint first.")
+@click.option("--threads", type=int, default=None, help="Threads per CPU backend (default: all cores).")
+@click.option("--limit", type=int, default=None, hidden=True, help="Only the first N test images (debugging).")
+@click.option("--report-dir", type=click.Path(file_okay=False), default="artifacts", show_default=True)
+@click.option("--save-outputs", type=click.Path(file_okay=False), default=None,
+              help="Also write each pair's logits with their provenance to DIR (.npz), to gate them elsewhere.")
+@click.option("--load-outputs", type=click.Path(file_okay=False), default=None,
+              help="Gate the logits saved in DIR by --save-outputs (e.g. on a GPU machine) instead of running backends.")
+@_triton_url_option
+@_triton_model_option
+@_triton_timeout_option
+@_checkpoint_option
+@_artifacts_option
+@_data_dir_option
+def eval_cmd(backends, precisions, batch_sizes, min_accuracy, max_logit_diff, min_agreement, do_export, threads, limit, report_dir,
+             save_outputs, load_outputs, url, model, timeout, checkpoint, artifacts_dir, data_dir):
+    """Accuracy parity: the full test set through every available (backend, precision) pair."""
+    from toolkit.files.store import check_writable_dir
+    from toolkit.parity import override_tolerances, run_gate
+    from toolkit.report import format_parity, write_parity_reports
+
+    check_writable_dir(report_dir, create=True)
+    if save_outputs is not None:
+        check_writable_dir(save_outputs, create=True)
+    backend_list = _split_list(backends, "backend")
+    precision_list = _split_list(precisions, "precision")
+    sizes = _batch_sizes(batch_sizes)
+    if do_export:
+        from toolkit.export.onnx import export_onnx
+        from toolkit.report import format_export_result
+
+        for p in precision_list or paths.ONNX_PRECISIONS:
+            click.echo(format_export_result(export_onnx(checkpoint, p, artifacts_dir, data_dir=data_dir)))
+    report = run_gate(
+        checkpoint=checkpoint, artifacts_dir=artifacts_dir, backends=backend_list, precisions=precision_list,
+        batch_sizes=sizes, tolerances=override_tolerances(max_logit_diff, min_agreement), min_accuracy=min_accuracy,
+        data_dir=data_dir, threads=threads, limit=limit, save_outputs=save_outputs, load_outputs=load_outputs,
+        endpoint=_endpoint(url, model, timeout),
+    )
+    json_path, md_path = write_parity_reports(report, report_dir)
+    click.echo(format_parity(report))
+    click.echo(f"reports: {json_path}, {md_path}")
+    if not report.passed:
+        from toolkit.errors import CheckFailed
+
+        bad = [p for p in report.pairs if p.status in ("fail", "error")]
+        first = f"{bad[0].backend}/{bad[0].precision} {bad[0].status}: {bad[0].reason}" if bad else "no pair passed"
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise CheckFailed(f"parity gate failed: {first}{more}; see the table above and {md_path}")
+
+
+# --- diagnose -----------------------------------------------------------------------------------
+
+@cli.command()
+@click.option("--backend", required=True, help="onnxruntime, openvino or tensorrt.")
+@click.option("--precision", required=True, help="fp16, int8, int8-cpu (or fp32).")
+@click.option("--images", default="flipped", show_default=True, help="'flipped': this pair's flipped images in parity.json plus 256 fixed others; or N: the first N test images.")
+@click.option("--min-sqnr", type=float, default=None, help="SQNR threshold (dB) for the verdict (default 12: see the README).")
+@click.option("--calibration", type=click.Choice(["minmax", "entropy", "percentile"]), default=None, help="int8: diagnose the export this calibration makes (in memory).")
+@click.option("--percentile", type=float, default=None, help="With --calibration percentile: the cut (default 99.99).")
+@click.option("--bisect", is_flag=True, help="Find the smallest set of nodes to keep in fp32 so a re-export passes the full parity gate.")
+@click.option("--write", is_flag=True, help="With --bisect: write that re-export as artifacts/mnist_cnn.<precision>-mixed.onnx.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="artifacts/diagnose", show_default=True)
+@click.option("--threads", type=int, default=None, help="Runtime threads (default: all cores).")
+@_checkpoint_option
+@_artifacts_option
+@_data_dir_option
+def diagnose(backend, precision, images, min_sqnr, calibration, percentile, bisect, write, out_dir, threads, checkpoint, artifacts_dir,
+             data_dir):
+    """Which layer breaks parity: every tensor against the fp32 ONNX's; exit 1 when one is below the threshold."""
+    from toolkit.diagnose import diagnose as run_diagnose
+    from toolkit.export.quantize import calibration_recipe
+    from toolkit.files.store import check_writable_dir
+    from toolkit.report.diagnose import format_diagnosis, write_diagnosis_reports
+
+    check_writable_dir(out_dir, create=True)  # before the work, not after it
+    result = run_diagnose(backend, precision, artifacts_dir, checkpoint, images, min_sqnr, bisect, write, data_dir, threads,
+                          calibration=calibration_recipe(calibration, percentile))
+    written = write_diagnosis_reports(result, out_dir)
+    click.echo(format_diagnosis(result) + f"\nreports: {', '.join(map(str, written))} ({result.seconds:.1f} s)")
+    result.raise_if_broken()
+
+

@@ -1,0 +1,97 @@
+"""The `toolkit` command group and the options several commands share."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from toolkit import __version__
+from toolkit.errors import (
+    InputError,
+)
+from toolkit.files import paths
+
+DEBUG_ENV = "TOOLKIT_DEBUG"
+
+
+def _debug_enabled() -> bool:
+    return os.environ.get(DEBUG_ENV) == "1" or "--debug" in sys.argv[1:]
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="toolkit")
+@click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
+def cli(debug: bool) -> None:
+    """Train the MNIST CNN, export it (ONNX, TensorRT, Triton), prove accuracy parity on every backend, benchmark and serve it."""
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
+
+
+
+_data_dir_option = click.option(
+    "--data-dir", type=click.Path(file_okay=False), default=None, envvar="TOOLKIT_DATA_DIR",
+    show_envvar=True, help="Where the MNIST IDX files are (or go). Default: ./data",
+)
+
+
+
+def _split_list(value: str | None, what: str) -> list[str] | None:
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        from toolkit.errors import InputError
+
+        raise InputError(f"--{what} is empty", f"pass a comma-separated list of {what}")
+    return items
+
+
+def _batch_sizes(value: str) -> tuple[int, ...]:
+
+    try:
+        sizes = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise InputError(f"--batch-sizes {value!r} is not a comma-separated list of integers", "pass e.g. --batch-sizes 1,8,32") from None
+    if not sizes or any(s <= 0 for s in sizes):
+        raise InputError(f"--batch-sizes {value!r} must be positive integers", "pass e.g. --batch-sizes 1,8,32")
+    return sizes
+
+
+_triton_url_option = click.option(
+    "--url", default=None, help="triton backend: the server (http://HOST:8000, grpc://HOST:8001; https://, grpcs:// for TLS).")
+_triton_model_option = click.option(
+    "--model", default=None, help="triton backend: the model name (default: mnist_onnxruntime_<precision>, as `toolkit serve` names it).")
+_triton_timeout_option = click.option(
+    "--timeout", type=float, default=30.0, show_default=True, help="triton backend: seconds before a request is given up.")
+
+
+def _positive_ints(value: str, option: str) -> tuple[int, ...]:
+
+    try:
+        values = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        values = ()
+    if not values or any(v <= 0 for v in values):
+        raise InputError(f"{option} {value!r} is not a comma-separated list of positive integers", f"pass e.g. {option} 1,4,16")
+    return values
+
+
+def _endpoint(url, model, timeout) -> dict | None:
+    return {"url": url, "model": model, "timeout_s": timeout} if url or model else None
+
+
+_checkpoint_option = click.option(
+    "--checkpoint", type=click.Path(dir_okay=False), default=str(paths.DEFAULT_CHECKPOINT), show_default=True,
+    help="The trained PyTorch checkpoint (a state_dict).",
+)
+_artifacts_option = click.option(
+    "--artifacts", "artifacts_dir", type=click.Path(file_okay=False), default="artifacts", show_default=True,
+    help="Where model files are read from.",
+)
+
