@@ -311,3 +311,17 @@ def test_the_temp_file_is_staged_beside_its_target_under_the_temp_prefix(tmp_pat
 def test_a_read_only_directory_is_refused_before_any_work(readonly_dir):
     with pytest.raises(OutputError, match="cannot write to"):
         store.check_writable_dir(readonly_dir)
+
+
+def test_a_tree_keeps_one_manifest_at_its_root(tmp_path):
+    # a Triton model repository: files in subdirectories, one manifest (and lock) at the root
+    sub = tmp_path / "mnist" / "1"
+    sub.mkdir(parents=True)
+    (sub / f"{store.TEMP_PREFIX}model.onnx.dead").write_bytes(b"a killed writer's")
+    target = store.write_artifact(sub / "model.onnx", lambda t: t.write_bytes(b"m"), kind="triton-model", manifest_dir=tmp_path)
+    assert target.read_bytes() == b"m" and leftovers(sub) == [] and leftovers(tmp_path) == []
+    assert not (sub / store.MANIFEST_NAME).exists()
+    entry = store.read_manifest(tmp_path)["artifacts"][os.path.join("mnist", "1", "model.onnx")]
+    assert entry["kind"] == "triton-model" and entry["sha256"] == store.sha256_bytes(b"m")
+    with pytest.raises(OutputError, match="does not exist"):
+        store.write_artifact(tmp_path / "absent" / "x", lambda t: t.write_bytes(b"x"), kind="k", manifest_dir=tmp_path)
