@@ -222,7 +222,6 @@ def _bench_series(report):
 
 def bench_plots(report) -> dict[str, bytes]:
     """PNG bytes of the latency and throughput plots; {} when matplotlib is missing."""
-    import io
 
     try:
         import matplotlib
@@ -251,20 +250,7 @@ def bench_plots(report) -> dict[str, bytes]:
                 ax.errorbar(x, p50, yerr=[[0] * len(p50), up], capsize=3, **style)
             else:
                 ax.plot(x, [c.images_per_second for _, c in points], **style)
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xticks(sizes, [str(b) for b in sizes])
-        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        ax.set_xlabel("batch size")
-        ax.set_ylabel(ylabel)
-        ax.set_title(title, fontsize=9)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-        plt.close(fig)
-        out[name] = buf.getvalue()
+        out[name] = _png(fig, ax, plt, sizes, ylabel, title, legend="best")
     if report.peak is not None and any(c.percent_of_peak is not None for c in report.ok_cells()):
         out["roofline.png"] = _roofline_plot(report, series, sizes, title, plt, colors, markers)
     return out
@@ -272,9 +258,7 @@ def bench_plots(report) -> dict[str, bytes]:
 
 def _roofline_plot(report, series, sizes, title, plt, colors, markers) -> bytes:
     """Each row's operations per second against batch size, under this machine's peak lines."""
-    import io
 
-    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(9, 5.5), dpi=110)
     for i, (label, points) in enumerate(series.items()):
@@ -289,15 +273,25 @@ def _roofline_plot(report, series, sizes, title, plt, colors, markers) -> bytes:
         ax.axhline(p.ops_per_second / 1e9, color="black", linestyle=style, linewidth=1)
         ax.annotate(f"{p.dtype} peak {p.ops_per_second / 1e9:,.0f} GOP/s", (sizes[0], p.ops_per_second / 1e9), fontsize=8,
                     xytext=(2, 3), textcoords="offset points")
+    return _png(fig, ax, plt, sizes, "achieved G operations/s (at p50)", f"roofline (compute ceilings only): {title}",
+                legend="lower right")
+
+
+def _png(fig, ax, plt, sizes, ylabel: str, title: str, legend: str) -> bytes:
+    """The axes every benchmark plot shares (log-log over the batch sizes), rendered to PNG bytes."""
+    import io
+
+    import matplotlib.ticker
+
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xticks(sizes, [str(b) for b in sizes])
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xlabel("batch size")
-    ax.set_ylabel("achieved G operations/s (at p50)")
-    ax.set_title(f"roofline (compute ceilings only): {title}", fontsize=9)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc=legend)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
