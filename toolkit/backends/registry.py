@@ -248,11 +248,8 @@ def plan_pairs(backends: list[str] | None, precisions: list[str] | None, checkpo
             planned.append(PlannedPair(name, precision, url, st.available, st.reason, options))
             continue
         path = Path(checkpoint) if spec.reads == "checkpoint" else model_path_for(name, precision, artifacts_dir)
-        if st.available and not path.is_file():
-            if spec.reads == "checkpoint":  # the same words as every other command that reads it
-                from toolkit.files.checkpoint import load_state_dict
-
-                load_state_dict(path)
+        # A missing checkpoint is said by check_model_file, in the words every command uses for it.
+        if st.available and not path.is_file() and spec.reads != "checkpoint":
             raise ModelFileError(f"model file {path} for {name}/{precision} is missing", _how_to_make(spec.reads, precision))
         if st.available and (spec.reads, path) not in checked:
             check_model_file(name, precision, path)
