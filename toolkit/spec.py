@@ -79,7 +79,7 @@ class TensorSpec:
         shape = array.shape
         fixed = self._fixed_item_shape
         if shape[1:] != fixed if fixed is not None else (
-                len(shape) != len(self.shape) or any(want not in (DYNAMIC, got) for want, got in zip(self.shape, shape, strict=True))):
+                len(shape) != len(self.shape) or any(want not in (DYNAMIC, got) for want, got in zip(self.shape[1:], shape[1:], strict=True))):
             raise InputError(f"input {self.name!r} has shape {shape}, expected {_dims(self.shape)}",
                              f"reshape to {_dims(self.shape)}; a single sample needs a batch axis of 1")
         if self.shape[0] != DYNAMIC and shape[0] not in (0, self.shape[0]):
