@@ -78,3 +78,45 @@ def predictions_changed(logits_by_batch: list[np.ndarray]) -> int:
     whose answer depends on the batch size has a dynamic-shape bug."""
     preds = [logits.argmax(1) for logits in logits_by_batch]
     return int(sum((preds[0] != p).sum() for p in preds[1:]))
+
+
+# --- any model's outputs: elementwise statistics (the gate without labels) ------------------------
+
+REL_EPS = 1e-6  # the epsilon in the relative error's denominator
+
+
+@dataclass(frozen=True)
+class OutputStats:
+    """One output of a candidate against the reference's: max and mean |Δ|, the relative error
+    max|Δ| / (max|ref| + REL_EPS) (the largest difference against the output's own scale), and the
+    cosine similarity of the flattened outputs (1.0 when both are all zeros)."""
+
+    name: str
+    max_abs: float
+    mean_abs: float
+    rel_error: float
+    cosine: float
+
+    def breaches(self, max_rel_error: float | None, min_cosine: float | None) -> list[str]:
+        broken = []
+        if max_rel_error is not None and not self.rel_error <= max_rel_error:
+            broken.append(f"{self.name}: relative error {self.rel_error:.3g} > {max_rel_error:g}")
+        if min_cosine is not None and not self.cosine >= min_cosine:
+            broken.append(f"{self.name}: cosine similarity {self.cosine:.6f} < {min_cosine:g}")
+        return broken
+
+
+def output_stats(name: str, reference: np.ndarray, candidate: np.ndarray) -> OutputStats:
+    if reference.shape != candidate.shape:
+        raise ValueError(f"candidate output {name} {candidate.shape} does not match the reference's {reference.shape}")
+    ref = reference.astype(np.float64).ravel()
+    cand = candidate.astype(np.float64).ravel()
+    if not np.isfinite(cand).all():
+        inf = float("inf")
+        return OutputStats(name, inf, inf, inf, -1.0)
+    diff = np.abs(cand - ref)
+    max_abs = float(diff.max()) if diff.size else 0.0
+    ref_scale = float(np.abs(ref).max()) if ref.size else 0.0
+    norms = float(np.linalg.norm(ref)) * float(np.linalg.norm(cand))
+    cosine = float(ref @ cand / norms) if norms > 0 else (1.0 if max_abs == 0 else 0.0)
+    return OutputStats(name, max_abs, float(diff.mean()) if diff.size else 0.0, max_abs / (ref_scale + REL_EPS), cosine)

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.errors import InputError
-from toolkit.model import NUM_CLASSES, validate_batch  # noqa: F401 - validate_batch: the contract every backend enforces
+from toolkit.model import MNIST_CNN_SPEC, NUM_CLASSES, validate_batch  # noqa: F401 - validate_batch: the contract every backend enforces
+from toolkit.spec import DYNAMIC, ModelSpec
 
 
 @dataclass(frozen=True)
@@ -38,13 +39,24 @@ class Backend(abc.ABC):
     # options are not declared (GPU backends) and are passed through unchecked.
     OPTIONS: dict[str, tuple] | None = {}
 
-    def __init__(self, model_path: str | Path, precision: str, threads: int | None = None, **options):
-        self.model_path = Path(model_path)
+    def __init__(self, model_path: str | Path, precision: str, threads: int | None = None, spec: ModelSpec | None = None, **options):
+        self.model_path = Path(model_path) if model_path is not None else None
         self.precision = precision
         self.threads = threads
         self.check_options(precision, options)
         self.options = options
         self._loaded = False
+        # The model's contract (the built-in CNN's unless told). A single-input, single-output model
+        # runs through `_run(array) -> array`, today's path; any other through `_run_feeds`.
+        self.spec = spec or MNIST_CNN_SPEC
+        self.single = len(self.spec.inputs) == 1 and len(self.spec.outputs) == 1
+        self.input_name = self.spec.inputs[0].name
+        self.output_names = [t.name for t in self.spec.outputs]
+        self.output_name = self.output_names[0]
+        self._validate = self.spec.inputs[0].validate if self.single else None
+        out = self.spec.outputs[0]
+        self._empty_shape = (0, *(0 if d == DYNAMIC else d for d in out.item_shape))
+        self._empty_dtype = out.np_dtype
 
     @classmethod
     def option_choices(cls, precision: str) -> dict[str, tuple] | None:
@@ -87,20 +99,41 @@ class Backend(abc.ABC):
         self.close()
 
     # -- inference ----------------------------------------------------------------------------
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """Logits (N,10) float32 for a batch (N,1,28,28) float32 in [0,1]; the input is validated."""
-        batch = validate_batch(batch)
-        if batch.shape[0] == 0:
-            return np.zeros((0, NUM_CLASSES), dtype=np.float32)
-        if not self._loaded:
-            self.load()
-        return self._run(batch)
+    def run(self, batch):
+        """The model's output for a batch, the input validated against the spec: for the built-in,
+        logits (N,10) float32 for a batch (N,1,28,28) float32 in [0,1]. A single-input model takes a
+        plain array or a feed dict; a multi-output model returns a dict by output name (see
+        run_outputs for a dict from any model)."""
+        if self._validate is not None and isinstance(batch, np.ndarray):
+            batch = self._validate(batch)
+            if batch.shape[0] == 0:
+                return np.zeros(self._empty_shape, dtype=self._empty_dtype)
+            if not self._loaded:
+                self.load()
+            return self._run(batch)
+        feeds = self.spec.validate_feeds(batch)
+        if self.single:
+            return self.run(feeds[self.input_name])
+        outputs = self.run_trusted(feeds)
+        return outputs
 
-    def run_trusted(self, batch: np.ndarray) -> np.ndarray:
-        """Like run() for a batch already validated (the gate and the benchmark validate once)."""
+    def run_outputs(self, feeds) -> dict[str, np.ndarray]:
+        """Every output by name, for any model (Polygraphy's convention); the feeds are validated."""
+        out = self.run(feeds)
+        return out if isinstance(out, dict) else {self.output_name: out}
+
+    def run_trusted(self, batch):
+        """Like run() for a batch already validated (the gate and the benchmark validate once): an
+        array for a single-input, single-output model, else a feed dict in, a dict out."""
         if not self._loaded:
             self.load()
-        return self._run(batch)
+        if self.single:
+            return self._run(batch)
+        return self._run_feeds(batch)
+
+    def _run_feeds(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise InputError(f"backend {self.name} runs single-input, single-output models only; {self.spec.name} has "
+                         f"{len(self.spec.inputs)} inputs and {len(self.spec.outputs)} outputs", "use onnxruntime or openvino")
 
     def describe(self) -> BackendInfo:
         return BackendInfo(

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.backends.base import Backend
-from toolkit.model import INPUT_NAME, OUTPUT_NAME
 
 GRAPH_OPTIMIZATION = "ORT_ENABLE_ALL"
 # The CPU backend's options (first value: the default), searched by `toolkit bench --tune`.
@@ -48,7 +47,7 @@ def session_options(threads: int | None, cpu: bool = True, spinning: bool = True
     return so
 
 
-def build_session(model_path: str | Path, sess_options, providers: list):
+def build_session(model_path: str | Path, sess_options, providers: list, spec=None):
     """An InferenceSession on a checked model file: unsafe or foreign files are refused before
     onnxruntime sees them, and a file onnxruntime cannot load is one ModelFileError."""
     import onnxruntime as ort
@@ -56,7 +55,7 @@ def build_session(model_path: str | Path, sess_options, providers: list):
     from toolkit.errors import ModelFileError
     from toolkit.files.onnx_file import load_checked
 
-    model = load_checked(model_path)
+    model = load_checked(model_path) if spec is None else load_checked(model_path, spec)
     try:
         return ort.InferenceSession(model.SerializeToString(), sess_options=sess_options, providers=providers)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
@@ -77,11 +76,14 @@ class OrtCpuBackend(Backend):
         return session_options(self.threads, cpu=True, **self.options)
 
     def _load(self) -> None:
-        self.session = build_session(self.model_path, self.session_options(), self.providers())
-        self._outputs = [OUTPUT_NAME]
+        self.session = build_session(self.model_path, self.session_options(), self.providers(), self.spec)
+        self._outputs = [self.output_name]
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(self._outputs, {INPUT_NAME: batch})[0]
+        return self.session.run(self._outputs, {self.input_name: batch})[0]
+
+    def _run_feeds(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self.output_names, self.session.run(self.output_names, feeds), strict=True))
 
     def runtime_version(self) -> str:
         import onnxruntime as ort

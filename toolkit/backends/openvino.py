@@ -34,14 +34,14 @@ def compile_config(threads: int | None, hint: str = DEFAULT_HINT, streams="auto"
     return config
 
 
-def compile_model(model_path: str | Path, config: dict):
+def compile_model(model_path: str | Path, config: dict, spec=None):
     """A CompiledModel on a checked model file (unsafe or foreign files refused first)."""
     import openvino as ov
 
     from toolkit.errors import ModelFileError
     from toolkit.files.onnx_file import load_checked
 
-    load_checked(model_path)
+    load_checked(model_path) if spec is None else load_checked(model_path, spec)
     core = ov.Core()
     try:
         return core.compile_model(core.read_model(str(model_path)), "CPU", config)
@@ -71,9 +71,13 @@ class OpenVinoBackend(Backend):
     def _load(self) -> None:
         import openvino as ov
 
-        self.compiled = compile_model(self.model_path, self.config())
+        self.compiled = compile_model(self.model_path, self.config(), self.spec)
         self.request = self.compiled.create_infer_request()
         self._ov = ov
+        if not self.single:
+            # By name: OpenVINO keeps the ONNX tensor names (with '/' or ':' too) as the ports' names.
+            self._in_ports = {name: self.compiled.input(name) for name in (t.name for t in self.spec.inputs)}
+            self._out_ports = {name: self.compiled.output(name) for name in self.output_names}
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         # Wrap the (validated, C-contiguous float32) batch without copying it: infer({0: batch})
@@ -82,6 +86,12 @@ class OpenVinoBackend(Backend):
         self.request.infer()
         # The output tensor is reused by the next call: hand the caller its own copy.
         return self.request.get_output_tensor(0).data.copy()
+
+    def _run_feeds(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for name, port in self._in_ports.items():
+            self.request.set_tensor(port, self._ov.Tensor(feeds[name], shared_memory=True))
+        self.request.infer()
+        return {name: self.request.get_tensor(port).data.copy() for name, port in self._out_ports.items()}
 
     def runtime_version(self) -> str:
         import openvino as ov

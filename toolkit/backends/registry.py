@@ -15,6 +15,7 @@ from pathlib import Path
 from toolkit.env import GPU_INSTALL, cuda_available
 from toolkit.errors import InputError, ModelFileError, UnavailableError
 from toolkit.files import paths
+from toolkit.model import MNIST_CNN_SPEC
 
 
 @dataclass(frozen=True)
@@ -101,15 +102,18 @@ def all_statuses() -> list[BackendStatus]:
     return [status(s.name) for s in SPECS]
 
 
-def model_path_for(name: str, precision: str, artifacts_dir: str | Path = paths.ARTIFACTS_DIR) -> Path:
+def model_path_for(name: str, precision: str, artifacts_dir: str | Path = paths.ARTIFACTS_DIR, model=None) -> Path:
+    """The file backend `name` reads for `precision`, named after the model (`model`: its ModelSpec,
+    the built-in CNN's by default)."""
     spec = get_spec(name)
+    stem = (model or MNIST_CNN_SPEC).name
     if spec.reads == "endpoint":
         raise InputError(f"backend {name} reads a server endpoint, not a file", "pass --url and --model")
     if spec.reads == "checkpoint":
-        return paths.checkpoint_path(artifacts_dir)
+        return paths.checkpoint_path(artifacts_dir, stem)
     if spec.reads == "engine":
-        return paths.engine_path(precision, artifacts_dir)
-    return paths.onnx_path(precision, artifacts_dir)
+        return paths.engine_path(precision, artifacts_dir, name=stem)
+    return paths.onnx_path(precision, artifacts_dir, stem)
 
 
 def check_precision(precision: str) -> str:
@@ -148,10 +152,12 @@ def check_options(name: str, precision: str, options: dict) -> None:
     backend_class(name).check_options(precision, rest)
 
 
-def create_backend(name: str, precision: str, model_path: str | Path | None = None, threads: int | None = None, **options):
+def create_backend(name: str, precision: str, model_path: str | Path | None = None, threads: int | None = None, spec=None, **options):
     """An unloaded backend instance; raises UnavailableError (with the reason) when it can't run here,
     InputError for an option the backend does not accept (see option_choices; tuned.json's
-    `options` are accepted as keyword arguments as they are)."""
+    `options` are accepted as keyword arguments as they are). `spec`: the model's ModelSpec (the
+    built-in CNN's by default): the inputs every call is checked against, the file's signature."""
+    model = spec_kw(spec)
     spec = get_spec(name)
     check_precision(precision)
     if precision not in spec.precisions:
@@ -161,8 +167,14 @@ def create_backend(name: str, precision: str, model_path: str | Path | None = No
         raise UnavailableError(f"backend {name} is unavailable: {st.reason}")
     cls = backend_class(name)
     if spec.reads == "endpoint":
-        return cls(None, precision, threads=threads, **options)  # the endpoint is in options (url, model)
-    return cls(model_path or model_path_for(name, precision), precision, threads=threads, **options)
+        return cls(None, precision, threads=threads, **model, **options)  # the endpoint is in options (url, model)
+    return cls(model_path or model_path_for(name, precision, model=model.get("spec")), precision, threads=threads, **model, **options)
+
+
+def spec_kw(model) -> dict:
+    """The `spec` keyword for a backend: none for the built-in CNN (so backends that predate specs,
+    and their tests' stand-ins, are called exactly as before)."""
+    return {} if model is None or model is MNIST_CNN_SPEC else {"spec": model}
 
 
 # --- pair planning: the gate and the benchmark ask the same question -------------------------------
@@ -175,6 +187,7 @@ class PlannedPair:
     available: bool
     reason: str  # why unavailable; "" when available
     options: dict = field(default_factory=dict, hash=False, compare=False)  # create_backend(**options): an endpoint's url, model
+    spec: object = field(default=None, hash=False, compare=False)  # the model's ModelSpec; None: the built-in CNN
 
 
 def select_pairs(backends: list[str] | None = None, precisions: list[str] | None = None) -> list[tuple[str, str]]:
@@ -216,14 +229,18 @@ def _endpoint_options(precision: str, endpoint: dict | None, precisions_asked: i
 
 
 def plan_pairs(backends: list[str] | None, precisions: list[str] | None, checkpoint: str | Path,
-               artifacts_dir: str | Path = paths.ARTIFACTS_DIR, endpoint: dict | None = None) -> list[PlannedPair]:
+               artifacts_dir: str | Path = paths.ARTIFACTS_DIR, endpoint: dict | None = None, spec=None) -> list[PlannedPair]:
     """Every requested pair with the file it reads, checked before any work: unknown names and a
     missing, corrupt, unsafe or foreign model file of a usable pair are bad input (check_model_file);
     a backend requested by name that can't run here is an UnavailableError; other unavailable
     backends are planned as skipped, with the reason.
     `endpoint` ({"url", "model", "timeout_s", "token"}) is where the endpoint backend (triton) runs:
     its server is asked once here, so an unreachable server (UnavailableError), an unknown model or a
-    foreign signature (bad input) stops the run before any work. A URL alone selects that backend."""
+    foreign signature (bad input) stops the run before any work. A URL alone selects that backend.
+    `spec`: the model (its ModelSpec; the built-in CNN's by default): the files are named after it
+    and checked against its signature. The PyTorch backends run the built-in CNN only (another
+    model's PyTorch fp32 run is the gate's reference itself)."""
+    model = None if spec is None or spec is MNIST_CNN_SPEC else spec
     if endpoint and endpoint.get("url") and not backends:
         backends = ["triton"]  # --url alone: the server's model
     for name in backends or []:
@@ -243,22 +260,28 @@ def plan_pairs(backends: list[str] | None, precisions: list[str] | None, checkpo
             if st.available:
                 # Like a missing model file, an unreachable server, an unknown model or a foreign
                 # signature is refused before any work (its own error and exit code).
-                with create_backend(name, precision, threads=None, **options):
+                with create_backend(name, precision, threads=None, spec=model, **options):
                     pass
-            planned.append(PlannedPair(name, precision, url, st.available, st.reason, options))
+            planned.append(PlannedPair(name, precision, url, st.available, st.reason, options, model))
             continue
-        path = Path(checkpoint) if spec.reads == "checkpoint" else model_path_for(name, precision, artifacts_dir)
+        if model is not None and spec.reads == "checkpoint":
+            why = f"backend {name} runs the built-in CNN only; {model.name}'s PyTorch fp32 run is the gate's reference"
+            if name in (backends or []):
+                raise InputError(why, "drop it from --backend")
+            planned.append(PlannedPair(name, precision, "", False, why, spec=model))
+            continue
+        path = Path(checkpoint) if spec.reads == "checkpoint" else model_path_for(name, precision, artifacts_dir, model)
         # A missing checkpoint is said by check_model_file, in the words every command uses for it.
         if st.available and not path.is_file() and spec.reads != "checkpoint":
             raise ModelFileError(f"model file {path} for {name}/{precision} is missing", _how_to_make(spec.reads, precision))
         if st.available and (spec.reads, path) not in checked:
-            check_model_file(name, precision, path)
+            check_model_file(name, precision, path, model)
             checked.add((spec.reads, path))
-        planned.append(PlannedPair(name, precision, path, st.available, st.reason))
+        planned.append(PlannedPair(name, precision, path, st.available, st.reason, spec=model))
     return planned
 
 
-def check_model_file(name: str, precision: str, path: Path) -> None:
+def check_model_file(name: str, precision: str, path: Path, spec=None) -> None:
     """The checks the backend makes when it loads `path`, made before any work: a corrupt, unsafe or
     foreign file is bad input (exit 2) in the gate and the benchmark alike. A file that passes and
     then fails or disagrees when run is that pair's failure (exit 1), a verdict on the file."""
@@ -266,7 +289,7 @@ def check_model_file(name: str, precision: str, path: Path) -> None:
     if reads == "onnx":
         from toolkit.files.onnx_file import load_checked
 
-        load_checked(path)
+        load_checked(path) if spec is None or spec is MNIST_CNN_SPEC else load_checked(path, spec)
     elif reads == "checkpoint":
         from toolkit.files.checkpoint import load_state_dict
 

@@ -95,3 +95,31 @@ _artifacts_option = click.option(
     help="Where model files are read from.",
 )
 
+
+
+# --- any model: where it comes from (export) and which data it is judged on (eval, bench) ---------
+
+_MODEL_OPTIONS = [
+    click.option("--model", "model_source", default=None,
+                 help="The model: mnist-cnn (default: the built-in), path/model.onnx, package.module:function or "
+                      "path/file.py:function (a factory returning an nn.Module), torchvision:<name>."),
+    click.option("--weights", type=click.Path(dir_okay=False), default=None, help="A state_dict for a factory or torchvision model."),
+    click.option("--input", "input_specs", multiple=True, help="An input the model takes: name:dtype:[-1,3,224,224] (repeatable)."),
+    click.option("--output", "output_names", multiple=True, help="Output names, in the module's order (repeatable)."),
+    click.option("--num-classes", type=int, default=None, help="A classifier's class count (torchvision: the head's size)."),
+    click.option("--task", type=click.Choice(["classification", "generic"]), default=None, help="What the outputs are (default: inferred)."),
+    click.option("--name", "model_name", default=None, help="The model's name: its artifacts are <name>.<precision>.onnx (default: from the source)."),
+    click.option("--seed", "model_seed", type=int, default=0, show_default=True, help="torchvision without --weights: the random init's seed."),
+]
+
+
+def model_options(func):
+    for option in reversed(_MODEL_OPTIONS):
+        func = option(func)
+    return func
+
+
+_eval_data_option = click.option(
+    "--data", "data_source", default="mnist", show_default=True,
+    help="Evaluation data: mnist, npz:FILE (arrays by input name, optional labels), imagefolder:DIR, script:FILE.py[:fn], "
+         "or random[:N] (a smoke test, not a parity gate).")

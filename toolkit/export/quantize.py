@@ -102,7 +102,8 @@ def _reader(batches):
 
         def get_next(self):
             batch = next(self._it, None)
-            return None if batch is None else {INPUT_NAME: batch}
+            # a feed dict (any model's calibration data) or the built-in's image batch
+            return None if batch is None else batch if isinstance(batch, dict) else {INPUT_NAME: batch}
 
     return Reader()
 
@@ -122,13 +123,14 @@ def _entropy_ranges(model_path: Path, batches, workdir: Path) -> dict[str, tuple
 
 
 def _quantize_static(fp32_bytes: bytes, data_dir, calibration: Calibration, nodes_to_exclude=(),
-                     exclude_first_conv: bool = False, **options) -> bytes:
-    """onnxruntime's quantize_static over the fp32 bytes, calibrated on training images."""
+                     exclude_first_conv: bool = False, feeds=None, **options) -> bytes:
+    """onnxruntime's quantize_static over the fp32 bytes, calibrated on training images (or on
+    `feeds`, a list of feed dicts: another model's calibration data)."""
     from onnxruntime.quantization import CalibrationMethod, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     calibration.check()
-    batches = calibration_batches(data_dir, calibration.images)
+    batches = calibration_batches(data_dir, calibration.images) if feeds is None else feeds
     extra = dict(options.pop("extra_options", {}))
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
@@ -136,7 +138,7 @@ def _quantize_static(fp32_bytes: bytes, data_dir, calibration: Calibration, node
         src.write_bytes(fp32_bytes)
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         excluded = list(nodes_to_exclude)
-        if exclude_first_conv:
+        if exclude_first_conv and (feeds is None or _first_conv_or_none(pre)):
             excluded.append(first_conv_name(pre))
         _check_node_names(pre, excluded)
         ranges = {}
@@ -168,14 +170,14 @@ def _check_node_names(model_path: Path, names: list[str]) -> None:
 
 
 def quantize_int8(fp32_bytes: bytes, data_dir=None, calibration: Calibration | None = None,
-                  nodes_to_exclude=()) -> tuple[bytes, dict]:
+                  nodes_to_exclude=(), feeds=None) -> tuple[bytes, dict]:
     """Quantize an fp32 ONNX (bytes) to symmetric s8s8 Q/DQ; returns (bytes, metadata).
     `nodes_to_exclude`: node names left in fp32 (no Q/DQ around them)."""
     from onnxruntime.quantization import QuantFormat, QuantType
 
     calibration = calibration or Calibration()
     data = _quantize_static(
-        fp32_bytes, data_dir, calibration, nodes_to_exclude,
+        fp32_bytes, data_dir, calibration, nodes_to_exclude, feeds=feeds,
         quant_format=QuantFormat.QDQ,
         activation_type=QuantType.QInt8,
         weight_type=QuantType.QInt8,
@@ -183,9 +185,24 @@ def quantize_int8(fp32_bytes: bytes, data_dir=None, calibration: Calibration | N
         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
     )
     meta = {"quantization": "QDQ s8s8 symmetric, per-channel weights, float bias", **calibration.metadata()}
+    if feeds is not None:
+        meta.update(_feeds_metadata(feeds))
     if nodes_to_exclude:
         meta["nodes_in_fp32"] = ",".join(nodes_to_exclude)
     return data, meta
+
+
+def _feeds_metadata(feeds) -> dict:
+    """Calibrated on the user's data: what it was, not the training images describe() names."""
+    count = sum(len(next(iter(f.values()))) for f in feeds)
+    return {"calibration": f"{count} samples of the calibration data", "calibration_images": str(count)}
+
+
+def _first_conv_or_none(model_path) -> str | None:
+    try:
+        return first_conv_name(model_path)
+    except ValueError:
+        return None
 
 
 def first_conv_name(model_path: str | Path) -> str:
@@ -201,7 +218,7 @@ def first_conv_name(model_path: str | Path) -> str:
 
 
 def quantize_int8_cpu(fp32_bytes: bytes, data_dir=None, calibration: Calibration | None = None,
-                      nodes_to_exclude=()) -> tuple[bytes, dict]:
+                      nodes_to_exclude=(), feeds=None) -> tuple[bytes, dict]:
     """Quantize an fp32 ONNX (bytes) for CPU runtimes: Q/DQ with asymmetric uint8 activations,
     symmetric int8 per-channel weights, int32 biases, and the first convolution left in fp32.
 
@@ -215,7 +232,7 @@ def quantize_int8_cpu(fp32_bytes: bytes, data_dir=None, calibration: Calibration
 
     calibration = calibration or Calibration()
     data = _quantize_static(
-        fp32_bytes, data_dir, calibration, nodes_to_exclude, exclude_first_conv=True,
+        fp32_bytes, data_dir, calibration, nodes_to_exclude, exclude_first_conv=True, feeds=feeds,
         quant_format=QuantFormat.QDQ,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
@@ -226,6 +243,8 @@ def quantize_int8_cpu(fp32_bytes: bytes, data_dir=None, calibration: Calibration
         **calibration.metadata(),
         "target": "CPU runtimes (ONNX Runtime, OpenVINO); not for TensorRT (use int8)",
     }
+    if feeds is not None:
+        meta.update(_feeds_metadata(feeds))
     if nodes_to_exclude:
         meta["nodes_in_fp32"] = ",".join(nodes_to_exclude)
     return data, meta

@@ -12,9 +12,13 @@ import os
 from pathlib import Path
 
 from toolkit.errors import ModelFileError
-from toolkit.model import IMAGE_SHAPE, NUM_CLASSES
+from toolkit.model import IMAGE_SHAPE, MNIST_CNN_SPEC, NUM_CLASSES
 
 MAX_ONNX_BYTES = 16 * 1024 * 1024  # fp32 model is ~120 KB
+# Another model's file (`--model path/model.onnx`, or its exports): protobuf's own 2 GiB limit, less
+# a margin; larger models need external data, which is refused anyway.
+MAX_MODEL_ONNX_BYTES = (2 << 30) - (64 << 20)
+_ANY = object()  # load_checked(spec=None): the signature is read off the graph, not checked against one
 ALLOWED_DOMAINS = {"", "ai.onnx"}
 
 
@@ -22,8 +26,10 @@ def _fix(path: Path) -> str:
     return f"re-export it with `toolkit export --format onnx` (or pass the right file instead of {path})"
 
 
-def load_checked(path: str | os.PathLike):
-    """Return the parsed onnx.ModelProto, or raise ModelFileError saying what is wrong."""
+def load_checked(path: str | os.PathLike, spec=MNIST_CNN_SPEC):
+    """Return the parsed onnx.ModelProto, or raise ModelFileError saying what is wrong. `spec`: the
+    model the file must be (its inputs and outputs); None for a file handed to us as the model,
+    whose signature becomes the spec."""
     import onnx
     from google.protobuf.message import DecodeError
 
@@ -33,13 +39,14 @@ def load_checked(path: str | os.PathLike):
     size = p.stat().st_size
     if size == 0:
         raise ModelFileError(f"ONNX file {p} is empty", _fix(p))
-    if size > MAX_ONNX_BYTES:
-        raise ModelFileError(f"ONNX file {p} is {size} bytes, over the {MAX_ONNX_BYTES} byte limit for this model", _fix(p))
+    limit = MAX_ONNX_BYTES if spec is MNIST_CNN_SPEC else MAX_MODEL_ONNX_BYTES
+    if size > limit:
+        raise ModelFileError(f"ONNX file {p} is {size} bytes, over the {limit} byte limit for this model", _fix(p))
     try:
         model = onnx.load(str(p), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError, OSError, UnicodeDecodeError, onnx.onnx_cpp2py_export.checker.ValidationError) as exc:
         raise ModelFileError(f"{p} is not a valid ONNX file ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})", _fix(p)) from None
-    check_model(model, p)
+    check_model(model, p, spec)
     return model
 
 
@@ -51,7 +58,7 @@ def _external_tensors(model):
             yield tensor
 
 
-def check_model(model, p: Path) -> None:
+def check_model(model, p: Path, spec=MNIST_CNN_SPEC) -> None:
     import onnx
 
     if not model.graph.node:
@@ -69,7 +76,10 @@ def check_model(model, p: Path) -> None:
         onnx.checker.check_model(model)
     except Exception as exc:  # noqa: BLE001 - the checker raises several types
         raise ModelFileError(f"{p} fails the ONNX checker ({str(exc).splitlines()[0][:160]})", _fix(p)) from None
-    check_signature(model, p)
+    if spec is MNIST_CNN_SPEC:
+        check_signature(model, p)
+    elif spec is not None:
+        check_spec_signature(model, p, spec)
 
 
 def _dims(value_info) -> tuple:
@@ -99,6 +109,32 @@ def check_signature(model, p: Path) -> None:
         problems.append(f"output shape {out_dims} (expected (N, {NUM_CLASSES}))")
     if problems:
         raise ModelFileError(f"{p} is not this model's signature: {'; '.join(problems)}", _fix(p))
+
+
+def check_spec_signature(model, p: Path, spec) -> None:
+    """The file's inputs and outputs are the spec's: names, element types, ranks and fixed sizes
+    (a dynamic axis in the spec may be anything in the file; a fixed one must match)."""
+    import onnx
+
+    inits = {i.name for i in model.graph.initializer}
+    graph = {"input": [i for i in model.graph.input if i.name not in inits], "output": list(model.graph.output)}
+    problems = []
+    for kind, tensors in (("input", spec.inputs), ("output", spec.outputs)):
+        found = {v.name: v for v in graph[kind]}
+        if sorted(found) != sorted(t.name for t in tensors):
+            problems.append(f"{kind}s {sorted(found)} (expected {sorted(t.name for t in tensors)})")
+            continue
+        for t in tensors:
+            value = found[t.name]
+            elem = value.type.tensor_type.elem_type
+            if onnx.helper.tensor_dtype_to_np_dtype(elem).name != t.dtype if elem else True:
+                problems.append(f"{kind} {t.name!r} dtype {onnx.TensorProto.DataType.Name(elem)} (expected {t.dtype})")
+            dims = _dims(value)
+            if len(dims) != len(t.shape) or any(want != -1 and got != want for want, got in zip(t.shape, dims, strict=False)):
+                problems.append(f"{kind} {t.name!r} shape {dims} (expected {tuple('N' if d == -1 else d for d in t.shape)})")
+    if problems:
+        raise ModelFileError(f"{p} is not model {spec.name}'s signature: {'; '.join(problems)}",
+                             f"export it again with `toolkit export` (or pass the right file instead of {p})")
 
 
 def metadata(model) -> dict:

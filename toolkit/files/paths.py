@@ -17,17 +17,25 @@ CPU_PRECISIONS = ("int8-cpu",)
 ONNX_PRECISIONS = PRECISIONS + CPU_PRECISIONS
 
 
-def checkpoint_path(artifacts_dir: str | Path = ARTIFACTS_DIR) -> Path:
-    return Path(artifacts_dir) / CHECKPOINT_NAME
+BUILTIN_NAME = "mnist_cnn"  # the built-in model's artifacts keep today's names
+SPEC_NAME = "model.json"  # the model's spec, beside its artifacts
 
 
-def onnx_path(precision: str, artifacts_dir: str | Path = ARTIFACTS_DIR) -> Path:
-    return Path(artifacts_dir) / f"mnist_cnn.{precision}.onnx"
+def checkpoint_path(artifacts_dir: str | Path = ARTIFACTS_DIR, name: str = BUILTIN_NAME) -> Path:
+    return Path(artifacts_dir) / f"{name}.pt"
 
 
-def engine_path(precision: str, artifacts_dir: str | Path = ARTIFACTS_DIR, strict: bool = False) -> Path:
+def onnx_path(precision: str, artifacts_dir: str | Path = ARTIFACTS_DIR, name: str = BUILTIN_NAME) -> Path:
+    return Path(artifacts_dir) / f"{name}.{precision}.onnx"
+
+
+def engine_path(precision: str, artifacts_dir: str | Path = ARTIFACTS_DIR, strict: bool = False, name: str = BUILTIN_NAME) -> Path:
     suffix = "-strict" if strict else ""
-    return Path(artifacts_dir) / f"mnist_cnn.{precision}{suffix}.engine"
+    return Path(artifacts_dir) / f"{name}.{precision}{suffix}.engine"
+
+
+def spec_path(artifacts_dir: str | Path = ARTIFACTS_DIR) -> Path:
+    return Path(artifacts_dir) / SPEC_NAME
 
 
 def sidecar_path(engine: str | Path) -> Path:

@@ -98,3 +98,13 @@ def format_verify(report) -> str:
 
 # --- bench ----------------------------------------------------------------------------------------
 
+
+
+def format_model_export_result(result, checked_on: str) -> str:
+    """Another model's export: checked against its own fp32 file (agreement, relative error, cosine)."""
+    c = result.check
+    return (
+        f"{result.precision}: {result.path} ({result.size} bytes, opset {result.opset}) in {result.seconds:.1f}s; "
+        f"check on {c.images} samples of the {checked_on} vs the fp32 file: max |Δ| {c.max_abs_logit:.2e}, "
+        f"agreement {100 * c.agreement:.2f}% (≥ {100 * c.tolerance.min_agreement:.2f}%)"
+    )
