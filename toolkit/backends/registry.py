@@ -215,7 +215,7 @@ def _how_to_make(reads: str, precision: str) -> str:
     return f"export it with `toolkit export --format onnx --precision {precision}` or pass --artifacts"
 
 
-def _endpoint_options(precision: str, endpoint: dict | None, precisions_asked: int) -> tuple[str, dict]:
+def _endpoint_options(precision: str, endpoint: dict | None, precisions_asked: int, model=None) -> tuple[str, dict]:
     """(model URL, create_backend options) of an endpoint pair; without a URL it is bad input."""
     from toolkit.backends.triton import model_name, parse_endpoint
 
@@ -224,7 +224,7 @@ def _endpoint_options(precision: str, endpoint: dict | None, precisions_asked: i
         raise InputError("the triton backend needs a server", "pass --url http://HOST:8000 (or grpc://HOST:8001) and --model NAME")
     if endpoint.get("model") and precisions_asked > 1:
         raise InputError("--model names one model, and several precisions were asked for", "pass one --precision with --model")
-    endpoint["model"] = endpoint.get("model") or model_name("onnxruntime", precision)
+    endpoint["model"] = endpoint.get("model") or model_name("onnxruntime", precision, model)
     return parse_endpoint(endpoint["url"], endpoint["model"]).model_url, endpoint
 
 
@@ -256,7 +256,7 @@ def plan_pairs(backends: list[str] | None, precisions: list[str] | None, checkpo
         st = status(name)
         if spec.reads == "endpoint":
             asked = sum(1 for n, _ in selected if n == name)
-            url, options = _endpoint_options(precision, endpoint, asked) if st.available else ("", {})
+            url, options = _endpoint_options(precision, endpoint, asked, model) if st.available else ("", {})
             if st.available:
                 # Like a missing model file, an unreachable server, an unknown model or a foreign
                 # signature is refused before any work (its own error and exit code).

@@ -14,6 +14,11 @@ restricts that endpoint).
 Model names: the toolkit names a served or exported model `mnist_<backend>_<precision>`
 (`model_name`), so the same `--model` works against `toolkit serve` and a cluster serving the
 repository from `toolkit export --format triton`.
+
+Another model than the built-in (a `spec`): its signature is checked input by input and output by
+output against the spec (names as the repository writes them: `triton_tensor_name`), and feed
+dicts go out as one request per slice. It runs over 400 lines because both paths share one connection,
+timeout and error handling; the built-in's shared-memory path stays as it was.
 """
 
 from __future__ import annotations
@@ -40,9 +45,38 @@ EXPECTED_OUTPUT = (OUTPUT_NAME, "FP32", (-1, NUM_CLASSES))
 _NAME_OK = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
-def model_name(backend: str, precision: str) -> str:
-    """The Triton model name the toolkit gives a (backend, precision) pair, served or exported."""
-    return f"{MODEL_PREFIX}_{backend}_{precision}"
+def model_name(backend: str, precision: str, spec=None) -> str:
+    """The Triton model name the toolkit gives a (backend, precision) pair, served or exported:
+    `mnist_<backend>_<precision>` for the built-in CNN, `<model name>_<backend>_<precision>` for another."""
+    prefix = MODEL_PREFIX if spec is None or spec.source == "mnist-cnn" else re.sub(r"[^A-Za-z0-9_.-]", "_", spec.name)
+    return f"{prefix}_{backend}_{precision}"
+
+
+def triton_tensor_name(name: str) -> str:
+    """A tensor name as the Triton repository writes it: '/' and ':' (common in exported graphs)
+    and anything else outside letters, digits and '_' become '_'."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", name)
+
+
+def triton_names(spec) -> dict[str, str]:
+    """Spec tensor name -> the repository's; refuses two names that collapse into one."""
+    names = {t.name: triton_tensor_name(t.name) for t in spec.inputs + spec.outputs}
+    if len(set(names.values())) != len(names):
+        raise InputError(f"model {spec.name}'s tensor names {sorted(names)} collide once made valid for Triton",
+                         "rename the model's inputs and outputs (letters, digits, '_')")
+    return names
+
+
+def spec_signature(spec) -> tuple:
+    """The signature Triton's metadata shows for `spec`'s model served from the toolkit's repository."""
+    from tritonclient.utils import np_to_triton_dtype
+
+    names = triton_names(spec)
+
+    def one(t):
+        return (names[t.name], np_to_triton_dtype(t.np_dtype), tuple(t.shape))
+
+    return tuple(one(t) for t in spec.inputs), tuple(one(t) for t in spec.outputs)
 
 
 def parse_model_name(name: str) -> tuple[str, str] | None:
@@ -114,8 +148,9 @@ class TritonBackend(Backend):
 
     def __init__(self, model_path=None, precision: str = "fp32", threads: int | None = None, *, url: str = "", model: str = "",
                  timeout_s: float = DEFAULT_TIMEOUT_S, shared_memory: bool = False, token: str | None = None, **options):
-        self.endpoint = parse_endpoint(url, model or model_name("onnxruntime", precision))
+        self.endpoint = parse_endpoint(url, model or model_name("onnxruntime", precision, options.get("spec")))
         super().__init__("", precision, threads=threads, **options)
+        self.builtin = self.spec.source == "mnist-cnn"
         self.model_path = self.endpoint.model_url  # what reports show as the model's "file"
         if not (timeout_s and timeout_s > 0):
             raise InputError(f"--timeout must be positive, got {timeout_s}", "pass e.g. --timeout 30")
@@ -188,9 +223,11 @@ class TritonBackend(Backend):
         ready = self._call("a readiness request", self.client.is_model_ready, ep.model)
         if not ready:
             raise InputError(f"model {ep.model!r} at {ep.url} is not ready", "check the server's log; it may still be loading")
-        signature = self._signature(meta)
+        if not self.builtin:
+            self._check_spec_signature(meta)
+        signature = self._signature(meta) if self.builtin else None
         expected = (EXPECTED_INPUT, EXPECTED_OUTPUT)
-        if signature != expected:
+        if self.builtin and signature != expected:
             raise ModelFileError(
                 f"model {ep.model!r} at {ep.url} has signature {self._describe(signature)}, expected {self._describe(expected)}",
                 "serve this toolkit's model (`toolkit serve`, or the repository from `toolkit export --format triton`)",
@@ -204,6 +241,20 @@ class TritonBackend(Backend):
             raise InputError(f"model {ep.model!r} at {ep.url} is {served_precision}, not {self.precision}",
                              f"pass --precision {served_precision}, or the model of that precision")
         self.server_version = str(self._call("a server metadata request", self.client.get_server_metadata, **kwargs).get("version", ""))
+
+    def _check_spec_signature(self, meta: dict) -> None:
+        """Another model: every input and output (names as the repository writes them, datatypes, shapes)."""
+        def described(tensors):
+            return tuple((t.get("name"), t.get("datatype"), tuple(int(d) for d in t.get("shape", []))) for t in tensors or [])
+
+        want_in, want_out = spec_signature(self.spec)
+        got_in, got_out = described(meta.get("inputs")), described(meta.get("outputs"))
+        if sorted(got_in) != sorted(want_in) or sorted(got_out) != sorted(want_out):
+            ep = self.endpoint
+            raise ModelFileError(f"model {ep.model!r} at {ep.url} has signature {list(got_in)} -> {list(got_out)}, "
+                                 f"expected {list(want_in)} -> {list(want_out)} (model {self.spec.name})",
+                                 "serve the repository `toolkit export --format triton` wrote for this model")
+        self._triton_names = triton_names(self.spec)
 
     @staticmethod
     def _signature(meta: dict) -> tuple:
@@ -230,6 +281,8 @@ class TritonBackend(Backend):
     def _setup_shared_memory(self) -> None:
         import tritonclient.utils.shared_memory as shm
 
+        if not self.builtin:
+            raise InputError(f"shared memory is implemented for the built-in CNN only, not {self.spec.name}", "drop shared_memory")
         if not self.token:
             raise InputError("shared memory needs the server's access token (a restricted endpoint)",
                              f"set {TOKEN_ENV} (toolkit serve --token-file writes it)")
@@ -265,7 +318,44 @@ class TritonBackend(Backend):
             pass
 
     # -- inference ----------------------------------------------------------------------------
+    def _run_feeds(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(next(iter(feeds.values())))
+        limit = self.max_batch or n
+        parts = [self._infer_feeds({k: v[i : i + limit] for k, v in feeds.items()}) for i in range(0, n, limit)]
+        return parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def _infer_feeds(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Another model's request: every input and output by the repository's names."""
+        from tritonclient.utils import np_to_triton_dtype
+
+        ep = self.endpoint
+        if ep.protocol == "http":
+            import tritonclient.http as mod
+        else:
+            import tritonclient.grpc as mod
+        names = self._triton_names
+        inputs = []
+        for t in self.spec.inputs:
+            array = feeds[t.name]
+            inp = mod.InferInput(names[t.name], list(array.shape), np_to_triton_dtype(array.dtype))
+            inp.set_data_from_numpy(array, **({"binary_data": True} if ep.protocol == "http" else {}))
+            inputs.append(inp)
+        outputs = [mod.InferRequestedOutput(names[t.name], **({"binary_data": True} if ep.protocol == "http" else {}))
+                   for t in self.spec.outputs]
+        result = self._call("an inference request", self.client.infer, ep.model, inputs, outputs=outputs)
+        n = len(next(iter(feeds.values())))
+        out = {}
+        for t in self.spec.outputs:
+            got = result.as_numpy(names[t.name])
+            if got is None or got.shape[:1] != (n,) or got.dtype != t.np_dtype:
+                raise ToolkitError(f"Triton at {ep.url} model {ep.model!r} returned {None if got is None else (got.shape, str(got.dtype))} "
+                                   f"for {t.name}, expected ({n}, ...) {t.dtype}")
+            out[t.name] = got
+        return out
+
     def _run(self, batch: np.ndarray) -> np.ndarray:
+        if not self.builtin:
+            return self._run_feeds({self.input_name: batch})[self.output_name]
         limit = self.max_batch or len(batch)
         if self._shm is not None:
             limit = min(limit, self._shm["capacity"])

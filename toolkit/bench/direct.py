@@ -7,8 +7,6 @@ from collections.abc import Callable
 
 import numpy as np
 
-from toolkit.model import INPUT_NAME, OUTPUT_NAME
-
 
 def _direct_onnxruntime(backend) -> tuple[Callable, str]:
     import onnxruntime as ort
@@ -18,7 +16,7 @@ def _direct_onnxruntime(backend) -> tuple[Callable, str]:
     # session's workers still spinning after its block compete with the measured one: the two rows
     # then differ by more than the wrapper (issue 13).
     session = backend.load().session
-    outputs, feed_name = [OUTPUT_NAME], INPUT_NAME
+    outputs, feed_name = [backend.output_name], backend.input_name
 
     def run(batch: np.ndarray) -> np.ndarray:
         return session.run(outputs, {feed_name: batch})[0]

@@ -66,7 +66,37 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
 
 
-def _check_output(out, batch_size: int) -> None:
+def benchmark_inputs(spec, max_batch: int, data=None):
+    """Another model's benchmark inputs: the first `max_batch` samples of `data` (repeated when it
+    holds fewer), or inputs drawn from the spec; a plain array for a single-input model."""
+    from toolkit.parity_spec import random_feeds
+
+    if data is None:
+        feeds = random_feeds(spec, max_batch)
+    else:
+        from toolkit.export.model_export import read_feeds
+
+        feeds = read_feeds(data, spec, max_batch)
+        n = len(next(iter(feeds.values())))
+        if n < max_batch:
+            reps = math.ceil(max_batch / n)
+            feeds = {k: np.concatenate([v] * reps)[:max_batch] for k, v in feeds.items()}
+    feeds = {k: np.ascontiguousarray(v) for k, v in feeds.items()}
+    return feeds[spec.inputs[0].name] if len(spec.inputs) == 1 else feeds
+
+
+def _slice(inputs, batch_size: int):
+    return inputs[:batch_size] if isinstance(inputs, np.ndarray) else {k: v[:batch_size] for k, v in inputs.items()}
+
+
+def _check_output(out, batch_size: int, spec=None) -> None:
+    if spec is not None:  # another model: every output, batch first
+        outs = out if isinstance(out, dict) else {spec.outputs[0].name: out}
+        for t in spec.outputs:
+            got = outs.get(t.name)
+            if not isinstance(got, np.ndarray) or got.shape[:1] != (batch_size,) or len(got.shape) != len(t.shape):
+                raise ToolkitError(f"output {t.name} is {getattr(got, 'shape', type(got).__name__)} at batch {batch_size}, expected {t.shape}")
+        return
     if not isinstance(out, np.ndarray) or out.shape != (batch_size, NUM_CLASSES):
         got = getattr(out, "shape", type(out).__name__)
         raise ToolkitError(f"output {got} at batch {batch_size}, expected ({batch_size}, {NUM_CLASSES})")
@@ -88,7 +118,7 @@ def _failed_cell(info: PairInfo, batch_size: int, message: str) -> BenchCell:
     return BenchCell(info.backend, info.precision, info.variant, batch_size, scenario_for(batch_size), status="failed", message=message)
 
 
-def _bench_rows(planned: registry.PlannedPair, images: np.ndarray, config: BenchConfig, threads: int, progress) -> tuple[list[PairInfo], list[BenchCell]]:
+def _bench_rows(planned: registry.PlannedPair, images, config: BenchConfig, threads: int, progress) -> tuple[list[PairInfo], list[BenchCell]]:
     """Benchmark one pair (and its direct/compile reference rows); never raises for the pair's own failures."""
     from toolkit.files.store import sha256_file
 
@@ -107,7 +137,7 @@ def _bench_rows(planned: registry.PlannedPair, images: np.ndarray, config: Bench
         try:
             t0 = time.perf_counter()
             backend = registry.create_backend(planned.backend, planned.precision, planned.model_path, threads=threads,
-                                              **planned.options, **options)
+                                              spec=planned.spec, **planned.options, **options)
             backend.load()
             info.load_seconds = time.perf_counter() - t0
             described = backend.describe()
@@ -120,7 +150,8 @@ def _bench_rows(planned: registry.PlannedPair, images: np.ndarray, config: Bench
             continue
 
         direct_info, direct_call = None, None
-        if not variant and config.direct and planned.backend in DIRECT_RUNTIMES and planned.precision in DIRECT_PRECISIONS:
+        if (not variant and config.direct and planned.backend in DIRECT_RUNTIMES and planned.precision in DIRECT_PRECISIONS
+                and backend.single):
             direct_info = PairInfo(planned.backend, planned.precision, DIRECT, "ok", device=info.device, model_path=str(planned.model_path),
                                    model_sha256=sha, threads=threads, settings=dict(info.settings))
             infos.append(direct_info)
@@ -137,11 +168,11 @@ def _bench_rows(planned: registry.PlannedPair, images: np.ndarray, config: Bench
             for bs in config.batch_sizes:
                 if progress:
                     progress(f"{row_label(planned.backend, planned.precision, variant)} batch {bs}")
-                batch = images[:bs]
+                batch = _slice(images, bs)
                 rows = []
                 for row_info, call in [(info, backend.run)] + ([(direct_info, direct_call)] if direct_info else []):
                     try:
-                        _check_output(call(batch), bs)
+                        _check_output(call(batch), bs, planned.spec)
                         rows.append((row_info, call))
                     except Exception as exc:  # noqa: BLE001 - one failing cell doesn't stop the others
                         cells.append(_failed_cell(row_info, bs, _one_line(exc)))
@@ -170,7 +201,7 @@ def _bench_rows(planned: registry.PlannedPair, images: np.ndarray, config: Bench
     return infos, cells
 
 
-def _tuned_rows(planned: registry.PlannedPair, images: np.ndarray, config: BenchConfig, progress) -> tuple[list[PairInfo], list[BenchCell]]:
+def _tuned_rows(planned: registry.PlannedPair, images, config: BenchConfig, progress) -> tuple[list[PairInfo], list[BenchCell]]:
     """Rows with the settings tuned.json holds for this pair at the sweep's batch sizes (one backend
     per distinct set of settings); a tuned entry that kept the defaults adds no row."""
     from toolkit.files.store import sha256_file
@@ -193,7 +224,8 @@ def _tuned_rows(planned: registry.PlannedPair, images: np.ndarray, config: Bench
         backend = None
         try:
             t0 = time.perf_counter()
-            backend = registry.create_backend(planned.backend, planned.precision, planned.model_path, threads=threads, **options)
+            backend = registry.create_backend(planned.backend, planned.precision, planned.model_path, threads=threads,
+                                              spec=planned.spec, **options)
             backend.load()
             info.load_seconds = time.perf_counter() - t0
             described = backend.describe()
@@ -201,9 +233,9 @@ def _tuned_rows(planned: registry.PlannedPair, images: np.ndarray, config: Bench
             for bs in sizes:
                 if progress:
                     progress(f"{row_label(planned.backend, planned.precision, variant)} batch {bs}")
-                batch = images[:bs]
+                batch = _slice(images, bs)
                 try:
-                    _check_output(backend.run(batch), bs)
+                    _check_output(backend.run(batch), bs, planned.spec)
                     (m,) = measure([backend.run], batch, config)
                     cell = _make_cell(info, bs, m, config)
                     cell.options = dict(group[0].options)
@@ -239,12 +271,29 @@ def run_bench(
     data_dir=None,
     progress: Callable[[str], None] | None = None,
     endpoint: dict | None = None,
+    spec=None,
+    data=None,
 ) -> BenchReport:
     """Benchmark every requested, available pair over `config.batch_sizes`; see the module docstring.
-    `endpoint` ({"url", "model", ...}) is where the `triton` backend's pairs run."""
+    `endpoint` ({"url", "model", ...}) is where the `triton` backend's pairs run. `spec`: another
+    model than the built-in CNN (its files in `artifacts_dir`), fed the first samples of `data` (a
+    DataSource) or, without data, inputs drawn from the spec; a fixed batch axis is benchmarked at its
+    own batch size only."""
+    from dataclasses import replace
+
     checkpoint = paths.checkpoint_path() if checkpoint is None else checkpoint
-    planned = registry.plan_pairs(backends, precisions, checkpoint, artifacts_dir, endpoint)
-    images = benchmark_images(max(config.batch_sizes), data_dir)
+    other = spec is not None and spec.source != "mnist-cnn"
+    planned = registry.plan_pairs(backends, precisions, checkpoint, artifacts_dir, endpoint, **({"spec": spec} if other else {}))
+    input_text = f"the first {max(config.batch_sizes)} MNIST test images, float32 (N,1,28,28) in [0,1], the same for every pair"
+    if other:
+        fixed = sorted({t.shape[0] for t in spec.inputs if not t.batch_dynamic})
+        if fixed:
+            config = replace(config, batch_sizes=(fixed[0],))
+        images = benchmark_inputs(spec, max(config.batch_sizes), data)
+        input_text = (f"model {spec.name}: " + (f"the first {max(config.batch_sizes)} samples of {data.info.location}" if data is not None
+                      else f"{max(config.batch_sizes)} inputs drawn from the spec (seeded random), the same for every pair"))
+    else:
+        images = benchmark_images(max(config.batch_sizes), data_dir)
     threads = config.threads or env.usable_cores()
     environment = capture_environment()
     notes = []
@@ -255,7 +304,7 @@ def run_bench(
     settings = BenchSettings(
         batch_sizes=list(config.batch_sizes), warmup=config.warmup.describe(), iterations=config.iterations,
         min_seconds=config.min_seconds, threads=threads, quick=config.quick,
-        input=f"the first {max(config.batch_sizes)} MNIST test images, float32 (N,1,28,28) in [0,1], the same for every pair",
+        input=input_text,
         timer="time.perf_counter_ns around each synchronous call (host numpy in -> host numpy out); garbage collector paused while timing",
         notes=notes,
     )
@@ -280,7 +329,7 @@ def run_bench(
             pairs += infos
             cells += new_cells
     profiles = []
-    if config.profile:
+    if config.profile and not other:
         from toolkit.bench.profile import profile_pairs
 
         profiles = profile_pairs(planned, images[: max(config.batch_sizes)], threads, progress)

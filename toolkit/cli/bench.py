@@ -48,11 +48,27 @@ from toolkit.cli.group import (
 @_checkpoint_option
 @_artifacts_option
 @_data_dir_option
+@click.option("--data", "data_source", default=None,
+              help="Another model's inputs: npz:FILE, imagefolder:DIR, script:FILE.py[:fn] (default: drawn from its spec; the built-in: MNIST).")
 def bench(backends, precisions, batch_sizes, warmup, iterations, min_seconds, threads, quick, torch_compile, direct, baseline,
           threshold, out_dir, quiet, peak, tune, budget, config_file, urls, model, timeout, concurrency, duration, serve_local, checkpoint,
-          artifacts_dir, data_dir):
+          artifacts_dir, data_dir, data_source):
     """Latency and throughput of every available (backend, precision) pair over a batch-size sweep;
-    with --concurrency, the load benchmark through a Triton server."""
+    with --concurrency, the load benchmark through a Triton server. The model is the one exported
+    into --artifacts (its model.json; the built-in CNN where there is none)."""
+    from toolkit.files.spec_file import read_spec
+
+    spec = read_spec(artifacts_dir)
+    other = spec.source != "mnist-cnn"
+    if other and (concurrency is not None or serve_local or tune or budget is not None or config_file):
+        from toolkit.errors import InputError
+
+        raise InputError(f"--concurrency, --serve, --tune and --config run the built-in CNN only so far; {artifacts_dir} holds {spec.name}",
+                         "benchmark it with the sweep (drop those options)")
+    if data_source is not None and not other:
+        from toolkit.errors import InputError
+
+        raise InputError("--data applies to another model's artifacts; the built-in CNN is benchmarked on MNIST", "drop --data")
     if concurrency is not None or serve_local:
         from toolkit.bench.serving import run_load_command
         from toolkit.files.store import check_writable_dir
@@ -98,8 +114,14 @@ def bench(backends, precisions, batch_sizes, warmup, iterations, min_seconds, th
         raise InputError(f"--threshold must be zero or more, got {threshold}", "pass e.g. --threshold 0.1 for 10%")
     base = load_report(baseline) if baseline else None
     check_writable_dir(out_dir, create=True)
+    data = None
+    if data_source is not None:
+        from toolkit.datasets import open_data
+
+        data = open_data(data_source, spec, spec.preprocessing, split="test", data_dir=data_dir)
     report = run_bench(config, backend_list, precision_list, checkpoint=checkpoint, artifacts_dir=artifacts_dir,
-                       data_dir=data_dir, progress=progress, endpoint=_endpoint(urls[0] if urls else None, model, timeout))
+                       data_dir=data_dir, progress=progress, endpoint=_endpoint(urls[0] if urls else None, model, timeout),
+                       **({"spec": spec, "data": data} if other else {}))
     comparison = compare_to_baseline(report, base, threshold, baseline_name=str(baseline)) if base else None
     summary = summarize(report)
     written = write_bench_reports(report, out_dir, summary, comparison)

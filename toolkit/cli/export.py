@@ -72,12 +72,15 @@ def export(fmt, precision, checkpoint, out_dir, calibration_images, calibration,
                          f"export first: toolkit export --model {model_source} --out DIR, then --format {fmt} --artifacts DIR")
     if fmt == "triton":
         from toolkit.export.triton import export_triton
+        from toolkit.files.spec_file import read_spec
         from toolkit.report.serve import format_repository
 
         explicit_out = click.get_current_context().get_parameter_source("out_dir") != click.core.ParameterSource.DEFAULT
         precisions = list(paths.ONNX_PRECISIONS) if precision == "all" else [precision]
+        spec = read_spec(artifacts_dir)
         click.echo(format_repository(export_triton(precisions, artifacts_dir, out_dir if explicit_out else None, max_batch=max_batch,
-                                                   instances=instances, queue_delay_us=max_queue_delay_us)))
+                                                   instances=instances, queue_delay_us=max_queue_delay_us,
+                                                   **({"spec": spec} if spec.source != "mnist-cnn" else {}))))
         return
 
     precisions = list(paths.ONNX_PRECISIONS if fmt == "onnx" else paths.PRECISIONS) if precision == "all" else [precision]

@@ -17,7 +17,8 @@ import toolkit
 from toolkit.compare import Tolerance, compare_logits, tolerance_breaches
 from toolkit.errors import CheckFailed, InputError
 from toolkit.files import paths
-from toolkit.model import IMAGE_SHAPE, INPUT_NAME, OUTPUT_NAME
+from toolkit.files.spec_file import spec_json_compact, write_spec
+from toolkit.model import IMAGE_SHAPE, INPUT_NAME, MNIST_CNN_SPEC, OUTPUT_NAME
 
 OPSET = 18
 CHECK_IMAGES = 256  # the first N test images: fixed, real data for the post-export check
@@ -112,6 +113,7 @@ def finalize(proto_bytes: bytes, precision: str, checkpoint_sha256: str, extra_m
         "source_checkpoint_sha256": checkpoint_sha256,
         "opset": str(opset),
         "input_contract": "input: float32 (N,1,28,28) in [0,1]; logits: float32 (N,10)",
+        "model_spec": spec_json_compact(MNIST_CNN_SPEC),  # the one key every export carries, whatever the model
         **(extra_meta or {}),
     }
     del model.metadata_props[:]
@@ -215,6 +217,8 @@ def export_onnx(
                                          **({"percentile": recipe.percentile} if recipe.method == "percentile" else {})}
     write_artifact(target, lambda tmp: tmp.write_bytes(final), kind=f"onnx-{precision}", parents=[checkpoint],
                    extra=manifest_extra)
+    if precision == "fp32":  # the spec beside the artifacts, as every model's export writes it
+        write_spec(MNIST_CNN_SPEC, out_dir, parents=[checkpoint])
     return ExportResult(str(target), precision, OPSET, sha256_bytes(final), len(final), time.perf_counter() - t0, check)
 
 

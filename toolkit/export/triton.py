@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit import __version__
-from toolkit.backends.triton import model_name
+from toolkit.backends.triton import model_name, triton_names
 from toolkit.errors import InputError, ModelFileError, UnavailableError
 from toolkit.files import paths, store
 from toolkit.model import IMAGE_SHAPE, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
@@ -68,11 +68,12 @@ class RepositoryResult:
 
 
 def _model_config(name: str, target: str, precision: str, sha256: str, max_batch: int, instances: int,
-                  queue_delay_us: int, source_name: str):
-    """The ModelConfig message for one model of the repository."""
+                  queue_delay_us: int, source_name: str, spec=None):
+    """The ModelConfig message for one model of the repository (`spec`: another model than the built-in)."""
     from tritonclient.grpc import model_config_pb2 as mc
 
-    config = mc.ModelConfig(name=name, max_batch_size=max_batch)
+    batched = spec is None or all(t.batch_dynamic for t in spec.inputs)
+    config = mc.ModelConfig(name=name, max_batch_size=max_batch if batched else 0)
     if target == "onnxruntime":
         config.platform = "onnxruntime_onnx"
         config.default_model_filename = "model.onnx"
@@ -82,15 +83,51 @@ def _model_config(name: str, target: str, precision: str, sha256: str, max_batch
     else:
         config.platform = "tensorrt_plan"
         config.default_model_filename = "model.plan"
-    config.input.add(name=INPUT_NAME, data_type=mc.TYPE_FP32, dims=list(IMAGE_SHAPE))
-    config.output.add(name=OUTPUT_NAME, data_type=mc.TYPE_FP32, dims=[NUM_CLASSES])
-    config.dynamic_batching.max_queue_delay_microseconds = queue_delay_us
+    if spec is None:
+        config.input.add(name=INPUT_NAME, data_type=mc.TYPE_FP32, dims=list(IMAGE_SHAPE))
+        config.output.add(name=OUTPUT_NAME, data_type=mc.TYPE_FP32, dims=[NUM_CLASSES])
+    else:
+        # Batched: dims without the batch axis (max_batch_size > 0); a fixed batch axis: the full
+        # shape and max_batch_size 0 (Triton then neither batches nor splits requests).
+        names = triton_names(spec)
+        for adder, tensors in ((config.input.add, spec.inputs), (config.output.add, spec.outputs)):
+            for t in tensors:
+                adder(name=names[t.name], data_type=_config_dtype(t.np_dtype), dims=list(t.shape[1:] if batched else t.shape))
+    if batched:
+        config.dynamic_batching.max_queue_delay_microseconds = queue_delay_us
     kind = mc.ModelInstanceGroup.KIND_GPU if target == "tensorrt" else mc.ModelInstanceGroup.KIND_CPU
     config.instance_group.add(count=instances, kind=kind)
     for key, value in (("model_sha256", sha256), ("toolkit_precision", precision), ("toolkit_version", __version__),
                        ("toolkit_source", source_name)):
         config.parameters[key].string_value = value
     return config
+
+
+def _config_dtype(dtype) -> int:
+    from tritonclient.grpc import model_config_pb2 as mc
+    from tritonclient.utils import np_to_triton_dtype
+
+    return getattr(mc, "TYPE_" + {"BYTES": "STRING"}.get(np_to_triton_dtype(dtype), np_to_triton_dtype(dtype)))
+
+
+def _renamed_for_triton(data: bytes, spec) -> bytes:
+    """The model file with its graph inputs and outputs renamed as the config names them (only the
+    names change: every node that reads or writes them follows)."""
+    import onnx
+
+    names = {k: v for k, v in triton_names(spec).items() if k != v}
+    if not names:
+        return data
+    model = onnx.load_from_string(data)
+    for value in list(model.graph.input) + list(model.graph.output):
+        value.name = names.get(value.name, value.name)
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            node.input[i] = names.get(name, name)
+        for i, name in enumerate(node.output):
+            node.output[i] = names.get(name, name)
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
 
 
 def config_text(config) -> str:
@@ -193,12 +230,15 @@ def export_triton(
     max_batch: int = DEFAULT_MAX_BATCH,
     instances: int = 1,
     queue_delay_us: int = DEFAULT_QUEUE_DELAY_US,
+    spec=None,
 ) -> RepositoryResult:
     """Write the repository from the exports already in `artifacts_dir`; see the module docstring.
 
     ONNX targets need `toolkit export --format onnx` first (a missing file is bad input, named with
     the command that makes it); the tensorrt target is skipped, with the reason, when no engine is
-    there, and refused when an engine is there but fails its sidecar check."""
+    there, and refused when an engine is there but fails its sidecar check. `spec`: another model
+    than the built-in (its files, named after it, in `artifacts_dir`): configs from its spec, tensor
+    names made valid for Triton (the copied ONNX renamed to match), models named <name>_<target>_<precision>."""
     import importlib.util
 
     from toolkit.files.onnx_file import load_checked
@@ -217,7 +257,7 @@ def export_triton(
             if target == "tensorrt":
                 if precision not in ENGINE_PRECISIONS:
                     continue
-                engine = paths.engine_path(precision, artifacts)
+                engine = paths.engine_path(precision, artifacts, name=spec.name if spec is not None else paths.BUILTIN_NAME)
                 if not engine.is_file():
                     skipped.append(f"tensorrt/{precision}: no engine {engine} (build one on the serving GPU with "
                                    f"`toolkit export --format tensorrt --precision {precision}`)")
@@ -226,12 +266,16 @@ def export_triton(
                 continue
             if precision not in ONNX_TARGETS[target]:
                 continue
-            source = paths.onnx_path(precision, artifacts)
+            source = paths.onnx_path(precision, artifacts, spec.name if spec is not None else paths.BUILTIN_NAME)
             if not source.is_file():
                 raise ModelFileError(f"ONNX export {source} for the {target}/{precision} model is missing",
                                      f"export it with `toolkit export --format onnx --precision {precision}` or pass --artifacts")
-            load_checked(source)  # unsafe or foreign files never enter a repository
-            plan.append((target, precision, source, source.read_bytes()))
+            if spec is None:
+                load_checked(source)  # unsafe or foreign files never enter a repository
+                plan.append((target, precision, source, source.read_bytes()))
+            else:
+                load_checked(source, spec)
+                plan.append((target, precision, source, _renamed_for_triton(source.read_bytes(), spec)))
     if not plan:
         raise InputError(f"nothing to put in the repository for precisions {precisions} and targets {targets}",
                          "; ".join(skipped) or "choose other --precision values")
@@ -239,19 +283,20 @@ def export_triton(
     store.check_writable_dir(out, create=True)
     result = RepositoryResult(directory=out, skipped=skipped)
     for target, precision, source, data in plan:
-        name = model_name(target, precision)
+        name = model_name(target, precision, spec)
         filename = "model.plan" if target == "tensorrt" else "model.onnx"
         model_file = out / name / "1" / filename
         config_file = out / name / "config.pbtxt"
         sha = store.sha256_bytes(data)  # of the bytes checked above, which are the bytes written
-        text = config_text(_model_config(name, target, precision, sha, max_batch, instances, queue_delay_us, source.name))
+        text = config_text(_model_config(name, target, precision, sha, max_batch, instances, queue_delay_us, source.name, spec))
         for d in (model_file.parent, config_file.parent):
             d.mkdir(parents=True, exist_ok=True)
         store.write_artifact(model_file, lambda tmp, data=data: tmp.write_bytes(data), kind=f"triton-model-{target}",
                              parents=[source], manifest_dir=out)
         store.write_artifact(config_file, lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"), kind="triton-config",
                              parents=[model_file], manifest_dir=out)
-        result.models.append(RepositoryModel(name, target, precision, config_file, model_file, source, sha, max_batch))
+        batched = spec is None or all(t.batch_dynamic for t in spec.inputs)
+        result.models.append(RepositoryModel(name, target, precision, config_file, model_file, source, sha, max_batch if batched else 0))
     kube = out.parent / f"{out.name}{KSERVE_SUFFIX}"
     manifest = kserve_manifest(_k8s_name(out.name), result.models)
     store.write_artifact(kube, lambda tmp: tmp.write_text(manifest, encoding="utf-8"), kind="kserve-inferenceservice",

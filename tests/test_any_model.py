@@ -1,0 +1,212 @@
+"""Another model than the built-in CNN, end to end: an ONNX file from elsewhere (static batch 1, opset
+11, tensor names with '/' and ':') and a model with two inputs and two outputs, through export (all
+precisions, calibrated on the user's data), the gate with and without labels on onnxruntime and
+OpenVINO, the benchmark and the Triton repository; the refusals one line each. The models are built
+here with onnx's helper (no PyTorch), tiny, so the whole module runs in seconds per command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from helpers import REFERENCE, assert_one_line_error, run_cli
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+IN, OUT = "images/in:0", "scores/out:0"
+
+
+def _save(graph, path, opset):
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 6 if opset <= 11 else 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def handed_model(path, classes=5, four_d_output=False, dynamic_spatial=False):
+    """A small classifier as an exporter elsewhere writes it: batch fixed at 1, opset 11, names with '/' and ':'."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array((rng.normal(size=(8, 3, 3, 3)) * 0.3).astype(np.float32), "conv/W"),
+             numpy_helper.from_array(rng.normal(size=(8, classes)).astype(np.float32), "fc/W")]
+    nodes = [helper.make_node("Conv", [IN, "conv/W"], ["conv/out"], pads=[1, 1, 1, 1], name="conv/Conv"),
+             helper.make_node("Relu", ["conv/out"], ["relu/out"], name="relu"),
+             helper.make_node("GlobalAveragePool", ["relu/out"], ["gap/out"], name="gap")]
+    if four_d_output:
+        inits.append(numpy_helper.from_array((rng.normal(size=(classes, 8, 1, 1))).astype(np.float32), "head/W"))
+        nodes.append(helper.make_node("Conv", ["gap/out", "head/W"], [OUT], name="head"))
+        out = helper.make_tensor_value_info(OUT, TensorProto.FLOAT, [1, classes, 1, 1])
+    else:
+        nodes += [helper.make_node("Flatten", ["gap/out"], ["flat/out"], name="flat"),
+                  helper.make_node("MatMul", ["flat/out", "fc/W"], [OUT], name="fc")]
+        out = helper.make_tensor_value_info(OUT, TensorProto.FLOAT, [1, classes])
+    shape = [1, 3, "h", "w"] if dynamic_spatial else [1, 3, 16, 16]
+    graph = helper.make_graph(nodes, "handed", [helper.make_tensor_value_info(IN, TensorProto.FLOAT, shape)], [out], inits)
+    return _save(graph, path, 11)
+
+
+def two_io_model(path):
+    """Two inputs (an image and a feature vector), two outputs (class scores and an embedding), dynamic batch."""
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array((rng.normal(size=(4, 1, 3, 3)) * 0.5).astype(np.float32), "w_conv"),
+             numpy_helper.from_array(rng.normal(size=(4 + 6, 3)).astype(np.float32), "w_fc"),
+             numpy_helper.from_array(rng.normal(size=(4 + 6, 8)).astype(np.float32), "w_emb")]
+    nodes = [helper.make_node("Conv", ["image", "w_conv"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Concat", ["f", "features"], ["joined"], axis=1),
+             helper.make_node("MatMul", ["joined", "w_fc"], ["scores"]),
+             helper.make_node("MatMul", ["joined", "w_emb"], ["e"]),
+             helper.make_node("Tanh", ["e"], ["embedding"])]
+    graph = helper.make_graph(
+        nodes, "two_io",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, 8, 8]),
+         helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 6])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 3]),
+         helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", 8])], inits)
+    return _save(graph, path, 17)
+
+
+@pytest.fixture(scope="module")
+def handed(tmp_path_factory):
+    """The handed-over file exported at every precision, with data with and without labels."""
+    import onnxruntime as ort
+
+    root = tmp_path_factory.mktemp("handed")
+    model = handed_model(root / "handed.onnx")
+    x = np.random.default_rng(2).uniform(0, 1, size=(48, 3, 16, 16)).astype(np.float32)
+    np.savez(root / "data.npz", **{IN: x})
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    labels = np.array([session.run(None, {IN: x[i : i + 1]})[0].argmax() for i in range(len(x))])
+    labels[:4] = (labels[:4] + 1) % 5  # the reference gets 44 of 48 right
+    np.savez(root / "labelled.npz", **{IN: x, "labels": labels})
+    art = root / "art"
+    proc = run_cli("export", "--model", model, "--precision", "all", "--out", art, "--calibration-data", f"npz:{root / 'data.npz'}")
+    assert proc.returncode == 0, proc.stderr
+    return root, art, proc.stdout
+
+
+def test_an_onnx_file_is_exported_at_every_precision_named_after_it_with_its_spec(handed):
+    root, art, out = handed
+    for p in ("fp32", "fp16", "int8", "int8-cpu"):
+        assert (art / f"handed.{p}.onnx").is_file()
+        meta = {m.key: m.value for m in onnx.load(str(art / f"handed.{p}.onnx")).metadata_props}
+        spec = json.loads(meta["model_spec"])
+        assert spec["inputs"][0]["name"] == IN and spec["inputs"][0]["shape"] == [1, 3, 16, 16]  # the batch stays fixed
+        assert meta["converted_from_opset"] == "11" and meta["precision"] == p
+    assert not list(art.glob("mnist_cnn.*"))
+    spec = json.loads((art / "model.json").read_text())
+    assert spec["name"] == "handed" and spec["task"] == {"kind": "classification", "num_classes": 5, "class_names": None, "output": None}
+    manifest = json.loads((art / "manifest.json").read_text())
+    assert "handed.fp32.onnx" in manifest["artifacts"]["model.json"]["parents"]
+    assert "calibration data" in out
+
+
+def test_the_gate_without_labels_judges_agreement_and_error_statistics_at_the_files_batch(handed):
+    root, art, _ = handed
+    proc = run_cli("eval", "--artifacts", art, "--data", f"npz:{root / 'data.npz'}", "--backend", "onnxruntime,openvino",
+                   "--report-dir", root / "unlabelled")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "evaluated at batch 1 only" in proc.stdout and "without labels" in proc.stdout
+    report = json.loads((root / "unlabelled" / "parity.json").read_text())
+    assert report["labelled"] is False and report["batch_sizes"] == [1] and report["reference"] == "onnxruntime fp32 (cpu)"
+    assert len(report["pairs"]) == 8 and all(p["status"] == "pass" for p in report["pairs"])
+    int8 = next(p for p in report["pairs"] if (p["backend"], p["precision"]) == ("onnxruntime", "int8"))
+    stats = int8["outputs"][0]
+    assert stats["name"] == OUT and 0 < stats["rel_error"] < 0.25 and stats["cosine"] > 0.98
+
+
+def test_the_gate_with_labels_judges_the_accuracy_drop_against_the_reference(handed):
+    root, art, _ = handed
+    proc = run_cli("eval", "--artifacts", art, "--data", f"npz:{root / 'labelled.npz'}", "--backend", "onnxruntime",
+                   "--precision", "fp32,int8", "--report-dir", root / "labelled")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((root / "labelled" / "parity.json").read_text())
+    assert report["labelled"] is True and report["reference_accuracy"] == pytest.approx(100 * 44 / 48)
+    assert all(p["accuracy"] is not None and p["mcnemar"] is not None for p in report["pairs"])
+    # An accuracy drop limit below zero is bad input; a limit the pairs cannot meet fails the gate.
+    bad = run_cli("eval", "--artifacts", art, "--data", f"npz:{root / 'labelled.npz'}", "--backend", "onnxruntime",
+                  "--max-accuracy-drop", "-1", "--report-dir", root / "labelled")
+    assert_one_line_error(bad, "--max-accuracy-drop", code=2)
+
+
+def test_bench_and_the_triton_repository_take_the_handed_file(handed):
+    root, art, _ = handed
+    proc = run_cli("bench", "--quick", "--artifacts", art, "--backend", "onnxruntime", "--precision", "fp32,int8", "--no-peak",
+                   "--data", f"npz:{root / 'data.npz'}", "--out", root / "bench", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    bench = json.loads((root / "bench" / "bench.json").read_text())
+    assert {c["batch_size"] for c in bench["cells"]} == {1}  # the file's fixed batch
+    assert "handed" in bench["settings"]["input"]
+    pytest.importorskip("tritonclient")
+    proc = run_cli("export", "--format", "triton", "--precision", "fp32", "--artifacts", art)
+    assert proc.returncode == 0, proc.stderr
+    config = (art / "triton" / "handed_onnxruntime_fp32" / "config.pbtxt").read_text()
+    assert 'name: "images_in_0"' in config and 'name: "scores_out_0"' in config and "max_batch_size" not in config
+    copied = onnx.load(str(art / "triton" / "handed_onnxruntime_fp32" / "1" / "model.onnx"))
+    assert [i.name for i in copied.graph.input] == ["images_in_0"] and [o.name for o in copied.graph.output] == ["scores_out_0"]
+
+
+def test_two_inputs_and_two_outputs_through_export_the_backends_and_the_gate(tmp_path):
+    from toolkit.backends import registry
+    from toolkit.files.spec_file import read_spec
+
+    model = two_io_model(tmp_path / "two.onnx")
+    rng = np.random.default_rng(3)
+    data = {"image": rng.uniform(0, 1, size=(40, 1, 8, 8)).astype(np.float32),
+            "features": rng.normal(size=(40, 6)).astype(np.float32)}
+    np.savez(tmp_path / "two.npz", **data)
+    art = tmp_path / "art"
+    proc = run_cli("export", "--model", model, "--precision", "all", "--out", art, "--calibration-data", f"npz:{tmp_path / 'two.npz'}")
+    assert proc.returncode == 0, proc.stderr
+    spec = read_spec(art)
+    assert [t.name for t in spec.inputs] == ["image", "features"] and spec.task.kind == "generic"
+    for backend in ("onnxruntime", "openvino"):
+        pytest.importorskip(backend)
+        with registry.create_backend(backend, "fp32", art / "two.fp32.onnx", spec=spec) as b:
+            out = b.run({k: v[:5] for k, v in data.items()})
+            assert set(out) == {"scores", "embedding"} and out["scores"].shape == (5, 3) and out["embedding"].shape == (5, 8)
+            with pytest.raises(ValueError, match="lacks inputs"):
+                b.run({"image": data["image"][:5]})
+    proc = run_cli("eval", "--artifacts", art, "--data", f"npz:{tmp_path / 'two.npz'}", "--backend", "onnxruntime,openvino",
+                   "--batch-sizes", "1,16", "--report-dir", tmp_path / "rep")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((tmp_path / "rep" / "parity.json").read_text())
+    assert all({s["name"] for s in p["outputs"]} == {"scores", "embedding"} for p in report["pairs"])
+    # Per-output limits override the precision's: an impossible one for the embedding fails the gate.
+    proc = run_cli("eval", "--artifacts", art, "--data", f"npz:{tmp_path / 'two.npz'}", "--backend", "onnxruntime",
+                   "--precision", "int8", "--output-tolerance", "embedding=0,1", "--report-dir", tmp_path / "rep")
+    assert proc.returncode == 1 and "embedding: relative error" in proc.stdout
+    # Data without one of the model's inputs: one line, exit 2.
+    np.savez(tmp_path / "half.npz", image=data["image"])
+    assert_one_line_error(run_cli("eval", "--artifacts", art, "--data", f"npz:{tmp_path / 'half.npz'}", "--backend", "onnxruntime",
+                                  "--report-dir", tmp_path / "rep"), "features", code=2)
+
+
+def test_random_inputs_are_a_smoke_test_not_a_parity_gate(handed):
+    root, art, _ = handed
+    proc = run_cli("eval", "--artifacts", art, "--data", "random:4", "--backend", "onnxruntime", "--precision", "fp32",
+                   "--report-dir", root / "smoke")
+    assert proc.returncode == 0, proc.stderr
+    assert "NOT a parity gate" in proc.stdout
+    assert "NOT a parity gate" in (root / "smoke" / "parity.md").read_text()
+
+
+@pytest.mark.parametrize("kind, needle", [("four_d", "Flatten"), ("dynamic_spatial", "dynamic spatial")])
+def test_models_the_toolkit_does_not_take_are_refused_in_one_line(tmp_path, kind, needle):
+    model = handed_model(tmp_path / "m.onnx", four_d_output=kind == "four_d", dynamic_spatial=kind == "dynamic_spatial")
+    proc = run_cli("export", "--model", model, "--precision", "fp32", "--out", tmp_path / "art", *(["--num-classes", "5"] if kind == "four_d" else []))
+    assert_one_line_error(proc, needle, code=2)
+    assert not (tmp_path / "art" / "model.json").exists()
+
+
+def test_the_built_in_artifacts_need_no_model_json():
+    from toolkit.files.spec_file import read_spec
+    from toolkit.model import MNIST_CNN_SPEC
+
+    assert not (REFERENCE / "model.json").exists()
+    assert read_spec(REFERENCE) is MNIST_CNN_SPEC
