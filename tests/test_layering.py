@@ -18,7 +18,7 @@ LAYERS = [
     ["toolkit.parity", "toolkit.train", "toolkit.export"],
     ["toolkit.backends", "toolkit.data"],
     ["toolkit.files"],
-    ["toolkit.model", "toolkit.env", "toolkit.compare", "toolkit.stats", "toolkit.errors", "toolkit"],
+    ["toolkit.model", "toolkit.spec", "toolkit.env", "toolkit.compare", "toolkit.stats", "toolkit.errors", "toolkit"],
 ]
 
 
