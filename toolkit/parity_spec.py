@@ -7,7 +7,7 @@ batch size and is judged against one reference, run on the same batches:
 - with labels (a classifier): accuracy, Δ pp, top-1 agreement, flips, McNemar, batch-size
   invariance, and the minimum accuracy *relative* to the reference's (`max_accuracy_drop_pp`);
 - without labels: top-1 agreement for a classifier's scores, and for every output max and mean
-  |Δ|, the relative error max|Δ| / (max|ref| + 1e-6) and the cosine similarity, each judged
+  |Δ|, the relative error max|Δ| / (max|ref| + 1e-12) and the cosine similarity, each judged
   against its precision's defaults (MODEL_TOLERANCES) or a per-output override;
 - random inputs (`--data random[:N]`) are a smoke test only, labelled "not a parity gate".
 
@@ -137,6 +137,33 @@ def open_eval_data(source: str, spec: ModelSpec, preprocessing=None, data_dir=No
     from toolkit.datasets import open_data
 
     return open_data(source, spec, preprocessing, split="test", data_dir=data_dir)
+
+
+def calibration_overlap(spec: ModelSpec, artifacts_dir: str | Path, data, limit: int | None = None) -> str | None:
+    """A warning when the int8 exports were calibrated on samples of the evaluation data (the
+    calibration source is in their metadata): an int8 pair then looks better than it is."""
+    import onnx
+
+    from toolkit.datasets import count_overlap, open_data
+
+    for precision in ("int8", "int8-cpu"):
+        path = paths.onnx_path(precision, artifacts_dir, spec.name)
+        if not path.is_file() or data.info.kind == "random":
+            continue
+        meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        source = meta.get("calibration_data")
+        if not source:
+            continue
+        try:
+            calib = open_data(source, spec, spec.preprocessing, split="train")
+        except ToolkitError:
+            return f"the {precision} calibration data {source} could not be opened to check its overlap with the evaluation data"
+        shared = count_overlap(calib, data, limit)
+        if shared:
+            return (f"WARNING: {shared} samples of the evaluation data are also in the int8 calibration data ({source}); "
+                    "int8 pairs may look better than they are")
+        return None
+    return None
 
 
 # --- the reference ------------------------------------------------------------------------------
@@ -318,6 +345,9 @@ def run_model_gate(spec: ModelSpec, data, artifacts_dir: str | Path = paths.ARTI
     if labels is not None and len(labels) != samples:
         labels = None
     is_random = data.info.kind == "random"
+    overlap = calibration_overlap(spec, artifacts_dir, data, limit)
+    if overlap:
+        notes.append(overlap)
     if is_random:
         notes.append("random inputs: a smoke test, NOT a parity gate")
     tolerances = {**MODEL_TOLERANCES, **(tolerances or {})}

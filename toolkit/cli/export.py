@@ -17,6 +17,7 @@ from toolkit.cli.group import (
     _triton_url_option,
     cli,
     model_options,
+    preprocessing_options,
 )
 from toolkit.errors import (
     InputError,
@@ -45,11 +46,13 @@ from toolkit.files import paths
 @click.option("--strict-fp32", is_flag=True, help="tensorrt: disable TF32 so fp32 engines compute in true fp32.")
 @_data_dir_option
 @model_options
+@preprocessing_options
 @click.option("--calibration-data", default=None,
               help="Another model's int8 calibration data: npz:FILE, imagefolder:DIR or script:FILE.py[:fn] (--calibration-images samples).")
 def export(fmt, precision, checkpoint, out_dir, calibration_images, calibration, percentile, min_batch, opt_batch, max_batch,
            instances, max_queue_delay_us, artifacts_dir, workspace_mb, strict_fp32, data_dir, model_source, weights, input_specs,
-           output_names, num_classes, task, model_name, model_seed, calibration_data):
+           output_names, num_classes, task, model_name, model_seed, pre_size, pre_resize, pre_channels, pre_mean, pre_std, pre_scale,
+           calibration_data):
     """Export the checkpoint to ONNX (fp32, fp16, int8 and int8-cpu Q/DQ), build TensorRT engines
     (fp32, fp16, int8), or write a Triton model repository. A missing --out directory is created.
     --model exports another model (an ONNX file, a PyTorch factory, a torchvision architecture):
@@ -57,15 +60,18 @@ def export(fmt, precision, checkpoint, out_dir, calibration_images, calibration,
     if (fmt != "onnx" or precision in ("fp32", "fp16")) and (calibration != "minmax" or percentile is not None):
         raise InputError("--calibration applies to ONNX int8 and int8-cpu exports", "use --format onnx --precision int8|int8-cpu|all")
     other_model = model_source not in (None, "mnist-cnn")
-    if not other_model and (weights or input_specs or output_names or num_classes or task or model_name or calibration_data):
-        raise InputError("--weights, --input, --output, --num-classes, --task, --name and --calibration-data describe another model",
-                         "pass --model too (e.g. --model path/model.onnx)")
+    pre_flags = (pre_size, pre_resize, pre_channels, pre_mean, pre_std, pre_scale)
+    if not other_model and (weights or input_specs or output_names or num_classes or task or model_name or calibration_data
+                            or any(v is not None for v in pre_flags)):
+        raise InputError("--weights, --input, --output, --num-classes, --task, --name, --calibration-data and the preprocessing "
+                         "options describe another model", "pass --model too (e.g. --model path/model.onnx)")
     if other_model and fmt == "onnx":
         from toolkit.cli.model_export import export_other_model
 
         export_other_model(model_source, precision, out_dir, weights=weights, inputs=input_specs, outputs=output_names,
                            num_classes=num_classes, task=task, name=model_name, seed=model_seed, calibration_data=calibration_data,
-                           calibration_images=calibration_images, calibration=calibration, percentile=percentile, data_dir=data_dir)
+                           calibration_images=calibration_images, calibration=calibration, percentile=percentile, data_dir=data_dir,
+                           preprocessing_flags=pre_flags)
         return
     if other_model:
         raise InputError(f"--model applies to --format onnx; --format {fmt} reads the exports in --artifacts (with their model.json)",
@@ -122,13 +128,14 @@ def export(fmt, precision, checkpoint, out_dir, calibration_images, calibration,
 @_artifacts_option
 @_data_dir_option
 @_eval_data_option
+@preprocessing_options
 @click.option("--max-accuracy-drop", type=float, default=None,
               help="Another model with labels: the most its accuracy may fall below the reference's, in pp (default per precision).")
 @click.option("--output-tolerance", "output_tolerances", multiple=True,
               help="Another model: NAME=REL,COS overrides one output's max relative error and min cosine similarity (repeatable).")
 def eval_cmd(backends, precisions, batch_sizes, min_accuracy, max_logit_diff, min_agreement, do_export, threads, limit, report_dir,
-             save_outputs, load_outputs, url, model, timeout, checkpoint, artifacts_dir, data_dir, data_source, max_accuracy_drop,
-             output_tolerances):
+             save_outputs, load_outputs, url, model, timeout, checkpoint, artifacts_dir, data_dir, data_source, pre_size, pre_resize,
+             pre_channels, pre_mean, pre_std, pre_scale, max_accuracy_drop, output_tolerances):
     """Accuracy parity: the full test set through every available (backend, precision) pair. The
     model is the one exported into --artifacts (its model.json; the built-in CNN where there is none)."""
     from toolkit.files.spec_file import read_spec
@@ -145,12 +152,14 @@ def eval_cmd(backends, precisions, batch_sizes, min_accuracy, max_logit_diff, mi
                          batch_sizes=(1, 64) if default_sizes else _batch_sizes(batch_sizes), threads=threads, limit=limit, report_dir=report_dir,
                          artifacts_dir=artifacts_dir, data_dir=data_dir, endpoint=_endpoint(url, model, timeout),
                          max_accuracy_drop=max_accuracy_drop, min_agreement=min_agreement, output_tolerances=output_tolerances,
+                         preprocessing_flags=(pre_size, pre_resize, pre_channels, pre_mean, pre_std, pre_scale),
                          refused={"--max-logit-diff": max_logit_diff, "--save-outputs": save_outputs, "--load-outputs": load_outputs,
                                   "--export": do_export or None})
         return
-    if max_accuracy_drop is not None or output_tolerances:
-        raise InputError("--max-accuracy-drop and --output-tolerance apply to other models than the built-in CNN on MNIST",
-                         "use --min-accuracy, --max-logit-diff and --min-agreement for the built-in")
+    if max_accuracy_drop is not None or output_tolerances or any(v is not None for v in (pre_size, pre_resize, pre_channels, pre_mean,
+                                                                                         pre_std, pre_scale)):
+        raise InputError("--max-accuracy-drop, --output-tolerance and the preprocessing options apply to other models or data than "
+                         "the built-in CNN on MNIST", "use --min-accuracy, --max-logit-diff and --min-agreement for the built-in")
     check_writable_dir(report_dir, create=True)
     if save_outputs is not None:
         check_writable_dir(save_outputs, create=True)

@@ -123,3 +123,53 @@ _eval_data_option = click.option(
     "--data", "data_source", default="mnist", show_default=True,
     help="Evaluation data: mnist, npz:FILE (arrays by input name, optional labels), imagefolder:DIR, script:FILE.py[:fn], "
          "or random[:N] (a smoke test, not a parity gate).")
+
+
+_PREPROCESSING_OPTIONS = [
+    click.option("--size", "pre_size", default=None, help="Images: the crop H,W (or one number for a square) fed to the model."),
+    click.option("--resize", "pre_resize", type=int, default=None, help="Images: resize the shorter side to this, then centre-crop to --size."),
+    click.option("--channels", "pre_channels", type=click.Choice(["1", "3"]), default=None, help="Images: convert to 1 (grey) or 3 (RGB) channels."),
+    click.option("--mean", "pre_mean", default=None, help="Images: per-channel mean subtracted after scaling, e.g. 0.485,0.456,0.406."),
+    click.option("--std", "pre_std", default=None, help="Images: per-channel standard deviation divided by, e.g. 0.229,0.224,0.225."),
+    click.option("--scale", "pre_scale", type=float, default=None, help="Images: pixel multiplier before mean/std (default 1/255)."),
+]
+
+
+def preprocessing_options(func):
+    for option in reversed(_PREPROCESSING_OPTIONS):
+        func = option(func)
+    return func
+
+
+def _floats(value: str, option: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise InputError(f"{option} {value!r} is not a comma-separated list of numbers", f"pass e.g. {option} 0.5,0.5,0.5") from None
+
+
+def preprocessing_from_options(base, size, resize, channels, mean, std, scale):
+    """The preprocessing the flags give, over `base` (the spec's); None when no flag is given."""
+    import dataclasses
+
+    from toolkit.spec import Preprocessing
+
+    if all(v is None for v in (size, resize, channels, mean, std, scale)):
+        return None
+    changes = {}
+    if size is not None:
+        dims = tuple(int(v) for v in _floats(size, "--size"))
+        if len(dims) not in (1, 2) or min(dims) <= 0:
+            raise InputError(f"--size {size!r} must be H,W or one positive number", "pass e.g. --size 224,224")
+        changes["size"] = dims * 2 if len(dims) == 1 else dims
+    if resize is not None:
+        changes["resize"] = resize
+    if channels is not None:
+        changes["channels"] = int(channels)
+    if mean is not None:
+        changes["mean"] = _floats(mean, "--mean")
+    if std is not None:
+        changes["std"] = _floats(std, "--std")
+    if scale is not None:
+        changes["scale"] = scale
+    return dataclasses.replace(base, **changes) if base is not None else Preprocessing(**changes)

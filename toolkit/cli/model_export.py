@@ -8,7 +8,7 @@ from toolkit.files import paths
 
 
 def export_other_model(source: str, precision: str, out_dir: str, *, weights, inputs, outputs, num_classes, task, name, seed,
-                       calibration_data, calibration_images: int, calibration: str, percentile, data_dir) -> None:
+                       calibration_data, calibration_images: int, calibration: str, percentile, data_dir, preprocessing_flags=()) -> None:
     from toolkit.export.model_export import CHECK_SAMPLES, export_model, prepare_model, read_feeds
     from toolkit.export.quantize import DEFAULT_PERCENTILE, Calibration
     from toolkit.parity_spec import random_feeds
@@ -18,6 +18,11 @@ def export_other_model(source: str, precision: str, out_dir: str, *, weights, in
     precisions = list(paths.ONNX_PRECISIONS) if precision == "all" else [precision]
     spec, fp32, extra, source_sha, parents = prepare_model(source, weights=weights, inputs=input_specs(inputs), outputs=outputs,
                                                            num_classes=num_classes, task=task, name=name, seed=seed, out_dir=out_dir)
+    pre = _preprocessing(spec, preprocessing_flags)
+    if pre is not None:  # written into model.json: every later command reads images this way
+        import dataclasses
+
+        spec = dataclasses.replace(spec, preprocessing=pre)
     calib = None
     if calibration_data:
         from toolkit.datasets import open_data
@@ -40,6 +45,20 @@ def input_specs(texts) -> list:
     return list(texts)
 
 
+def _preprocessing(spec, flags):
+    from toolkit.cli.group import preprocessing_from_options
+    from toolkit.spec import Preprocessing
+
+    if not flags or all(v is None for v in flags):
+        return None
+    base = spec.preprocessing
+    if base is None:
+        first = spec.inputs[0]
+        channels = first.shape[1] if len(first.shape) == 4 and first.shape[1] in (1, 3) else 3
+        base = Preprocessing(size=tuple(first.shape[2:]) if len(first.shape) == 4 and -1 not in first.shape[2:] else None, channels=channels)
+    return preprocessing_from_options(base, *flags)
+
+
 def _output_tolerances(texts) -> dict:
     from toolkit.errors import InputError
 
@@ -55,7 +74,8 @@ def _output_tolerances(texts) -> dict:
 
 
 def gate_other_model(spec, data_source: str, *, backends, precisions, batch_sizes, threads, limit, report_dir, artifacts_dir,
-                     data_dir, endpoint, max_accuracy_drop, min_agreement, output_tolerances, refused: dict) -> None:
+                     data_dir, endpoint, max_accuracy_drop, min_agreement, output_tolerances, refused: dict,
+                     preprocessing_flags=()) -> None:
     from toolkit.errors import CheckFailed, InputError
     from toolkit.files.store import check_writable_dir
     from toolkit.parity_spec import open_eval_data, override_model_tolerances, run_model_gate
@@ -68,7 +88,7 @@ def gate_other_model(spec, data_source: str, *, backends, precisions, batch_size
     if unknown:
         raise InputError(f"--output-tolerance names {unknown}, not outputs of {spec.name}", f"its outputs: {', '.join(o.name for o in spec.outputs)}")
     check_writable_dir(report_dir, create=True)
-    data = open_eval_data(data_source, spec, spec.preprocessing, data_dir)
+    data = open_eval_data(data_source, spec, _preprocessing(spec, preprocessing_flags) or spec.preprocessing, data_dir)
     tolerances = override_model_tolerances(max_accuracy_drop, min_agreement, _output_tolerances(output_tolerances))
     report = run_model_gate(spec, data, artifacts_dir, backends, precisions, batch_sizes, tolerances, threads, limit, endpoint)
     json_path, md_path = write_model_parity_reports(report, report_dir)

@@ -37,6 +37,16 @@ from toolkit.spec import ModelSpec
 
 MIN_OPSET = 13  # per-channel Q/DQ (the int8 exports) needs 13; older files are converted
 CHECK_SAMPLES = 64
+# The export-time check catches a broken conversion (NaN, a wrong graph), not a precision's fine
+# differences: those are the gate's verdict (toolkit eval), on the evaluation data. So the limits
+# are the gate's for fp32 and fp16 and looser for int8, whose top-1 agreement on a few samples of a
+# model with near-uniform scores (a random init) says little.
+EXPORT_CHECK = {
+    "fp32": (0.999, 1e-3, 0.99999),  # min agreement, max relative error, min cosine
+    "fp16": (0.98, 5e-2, 0.999),
+    "int8": (None, None, 0.9),
+    "int8-cpu": (None, None, 0.9),
+}
 
 
 def _opset(model) -> int:
@@ -146,9 +156,8 @@ def _check(candidate: bytes, reference: bytes, spec: ModelSpec, precision: str, 
     import onnxruntime as ort
 
     from toolkit.compare import Tolerance, output_stats
-    from toolkit.parity_spec import MODEL_TOLERANCES
 
-    tol = MODEL_TOLERANCES[precision]
+    min_agreement, max_rel, min_cos = EXPORT_CHECK[precision]
     so = ort.SessionOptions()
     so.log_severity_level = 3
     names = [o.name for o in spec.outputs]
@@ -161,16 +170,16 @@ def _check(candidate: bytes, reference: bytes, spec: ModelSpec, precision: str, 
         outs.append({name: np.concatenate([p[j] for p in parts]) for j, name in enumerate(names)})
     ref, got = outs
     stats = [output_stats(name, ref[name], got[name]) for name in names]
-    broken = [b for s in stats for b in s.breaches(tol.max_rel_error, tol.min_cosine)]
+    broken = [b for s in stats for b in s.breaches(max_rel, min_cos)]
     agreement = 1.0
     if spec.task.kind == "classification":
         primary = spec.class_output.name
         agreement = float((ref[primary].argmax(1) == got[primary].argmax(1)).mean())
-        if agreement < tol.min_agreement:
-            broken.append(f"agreement {100 * agreement:.2f}% < {100 * tol.min_agreement:.2f}%")
+        if min_agreement is not None and agreement < min_agreement:
+            broken.append(f"agreement {100 * agreement:.2f}% < {100 * min_agreement:.2f}%")
     first = stats[0]
     return ExportCheck(precision, len(ref[names[0]]), first.max_abs, first.mean_abs, agreement,
-                       Tolerance(min_agreement=tol.min_agreement or 0.0, max_abs_logit=float("inf")), not broken), broken
+                       Tolerance(min_agreement=min_agreement or 0.0, max_abs_logit=float("inf")), not broken), broken
 
 
 def export_model(spec: ModelSpec, fp32_bytes: bytes, precision: str, out_dir: str | Path, *, calibration=None,

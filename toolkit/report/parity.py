@@ -133,7 +133,7 @@ def model_parity_markdown(report) -> str:
         f"- Reference file: `{report.checkpoint}` (sha256 `{report.checkpoint_sha256}`)",
         f"- Verdict: **{'PASSED' if report.passed else 'FAILED'}** ({c['pass']} passed, {c['fail']} failed, {c['error']} errors, {c['skipped']} skipped)",
         "", markdown_table(MODEL_HEADERS, model_parity_rows(report)), "",
-        "rel err: max|Δ| / (max|reference| + 1e-6) per output; cosine: of the flattened output against the reference's; "
+        "rel err: max|Δ| / (max|reference| + 1e-12) per output; cosine: of the flattened output against the reference's; "
         "each the worst batch size's.", "",
     ]
     notes = [p for p in report.pairs if p.reason]
