@@ -207,7 +207,8 @@ def export_model(spec: ModelSpec, fp32_bytes: bytes, precision: str, out_dir: st
         feeds = calibration_feeds(calibration_data, recipe.check().images, spec=spec)
         quantize = quantize_int8 if precision == "int8" else quantize_int8_cpu
         raw, meta = quantize(fp32_final, calibration=recipe, feeds=feeds)
-        meta["calibration_data"] = calibration_data.info.location
+        info = calibration_data.info  # as --calibration-data names it: the gate reopens it to warn of an overlap
+        meta["calibration_data"] = info.kind if info.kind == "mnist" else f"{info.kind}:{info.location}"
     final = stamp(raw, spec, precision, source_sha256, {**(extra or {}), **meta}) if precision != "fp32" else fp32_final
     check, broken = _check(final, fp32_final, spec, precision, check_feeds)
     if broken:
