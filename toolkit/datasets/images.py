@@ -124,7 +124,7 @@ class ImageFolderData(DataSource):
         classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
         self.files: list[tuple[str, int]] = []
         for index, name in enumerate(classes):
-            for dirpath, dirnames, filenames in os.walk(root / name, followlinks=True):
+            for dirpath, dirnames, filenames in os.walk(root / name):
                 dirnames.sort()
                 self.files += [(os.path.join(dirpath, f), index) for f in sorted(filenames)
                                if f.lower().endswith(IMAGE_SUFFIXES) and not f.startswith(".")]
