@@ -105,6 +105,16 @@ def test_grayscale_model_gets_one_channel_and_the_spec_size_fills_in(tmp_path):
     assert data.load_all()[0]["input"].shape == (2, 1, 8, 8)
 
 
+def test_folders_named_after_the_models_classes_keep_their_labels(tmp_path):
+    write_folder(tmp_path, {"3": [(28, 28)] * 2, "7": [(28, 28)]}, mode="L")
+    data = open_data(f"imagefolder:{tmp_path}", MNIST_CNN_SPEC)
+    feeds, labels = data.load_all()
+    assert labels.tolist() == [3, 3, 7] and feeds["input"].shape == (3, 1, 28, 28)
+    assert data.info.class_names == ("3", "7")
+    renamed = spec_for([TensorSpec("input", "float32", (-1, 1, 28, 28))], classes=10)  # no class names: sorted order
+    assert open_data(f"imagefolder:{tmp_path}", renamed).load_all()[1].tolist() == [0, 0, 1]
+
+
 def test_imagefolder_without_images_is_refused(tmp_path):
     (tmp_path / "empty_class").mkdir()
     with pytest.raises(DataError) as excinfo:

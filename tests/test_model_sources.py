@@ -240,6 +240,15 @@ def test_torchvision_architecture_random_init_with_a_seed():
     assert not torch.equal(a.module.classifier[-1].weight, c.module.classifier[-1].weight)
 
 
+def test_a_torchvision_builder_with_a_backbone_downloads_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # where torchvision would put fetched weights
+    loaded = load_torch_model("torchvision:lraspp_mobilenet_v3_large", num_classes=3,
+                              inputs=inputs(["input:float32:[-1,3,64,64]"]))
+    assert [(t.name, t.shape) for t in loaded.spec.outputs] == [("out", (-1, 3, 64, 64))]
+    assert loaded.spec.task.kind == "generic"  # --num-classes here is the segmentation head's, not a class-score output
+    assert not any(tmp_path.rglob("*"))
+
+
 def test_the_builtin_is_the_checkpoint_with_its_spec(tmp_path):
     from helpers import REFERENCE
 

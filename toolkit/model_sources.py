@@ -88,6 +88,7 @@ def _factory(source: str):
         path = Path(target)
         if not path.is_file():
             raise InputError(f"model factory file {path} does not exist", "pass path/to/file.py:function with an existing file")
+        _importable_beside(path)
         name = f"_toolkit_model_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]}"
         module_spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(module_spec)
@@ -112,6 +113,13 @@ def _factory(source: str):
     return fn, f"{where}:{function}"
 
 
+def _importable_beside(path: Path) -> None:
+    """Modules next to the user's file import as they would under `python file.py`."""
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.append(folder)
+
+
 def _build(source: str, num_classes: int | None, seed: int):
     """(module, default name, default inputs, preprocessing) for a source other than the built-in."""
     import torch
@@ -124,6 +132,8 @@ def _build(source: str, num_classes: int | None, seed: int):
         if arch not in torchvision.models.list_models():
             raise InputError(f"torchvision has no architecture {arch!r}", "pick a name from torchvision.models.list_models()")
         kwargs = {"num_classes": num_classes} if num_classes is not None else {}
+        if "weights_backbone" in inspect.signature(torchvision.models.get_model_builder(arch)).parameters:
+            kwargs["weights_backbone"] = None  # detection and segmentation builders fetch a backbone unless told not to
         try:
             module = torchvision.models.get_model(arch, weights=None, **kwargs)  # architectures only: nothing is downloaded
         except Exception as exc:  # noqa: BLE001
@@ -283,7 +293,9 @@ def load_torch_model(source: str, *, weights: str | None = None, inputs: Sequenc
     out_specs = tuple(TensorSpec(n, dtype, dims) for n, (dtype, dims) in zip(out_names, found, strict=True))
     scores = out_specs[0]
     if task is None:
-        task = "classification" if num_classes is not None or (len(scores.shape) == 2 and scores.shape[1] >= 2) else "generic"
+        # Class scores are (N, classes); a --num-classes for another output shape is the architecture's
+        # argument (a segmentation head's channels), not a classification task.
+        task = "classification" if len(scores.shape) == 2 and (num_classes is not None or scores.shape[1] >= 2) else "generic"
     if task == "classification":
         classes = num_classes if num_classes is not None else scores.shape[-1]
         task_spec = Task("classification", num_classes=classes)

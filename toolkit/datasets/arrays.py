@@ -100,6 +100,9 @@ class ScriptData(DataSource):
     def _load(self):
         """Runs the user's script (their own code, by design) once; returns its data function."""
         if self._loader is None:
+            folder = str(self.file.resolve().parent)
+            if folder not in sys.path:
+                sys.path.append(folder)  # modules beside the script import as under `python FILE.py`
             name = f"_toolkit_data_script_{hashlib.sha256(str(self.file.resolve()).encode()).hexdigest()[:12]}"
             module_spec = importlib.util.spec_from_file_location(name, self.file)
             module = importlib.util.module_from_spec(module_spec)

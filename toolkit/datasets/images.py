@@ -122,8 +122,13 @@ class ImageFolderData(DataSource):
         self.pre = resolve_preprocessing(spec, preprocessing)
         self.tensor = spec.inputs[0]
         classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+        # Labels are the sorted folders' indices, except when every folder is one of the model's named
+        # classes: then the name's index, so a folder of some classes only (3/, 7/) keeps true labels.
+        names = spec.task.class_names
+        label_of = {n: names.index(n) for n in classes} if names and classes and set(classes) <= set(names) else {n: i for i, n in enumerate(classes)}
         self.files: list[tuple[str, int]] = []
-        for index, name in enumerate(classes):
+        for name in classes:
+            index = label_of[name]
             for dirpath, dirnames, filenames in os.walk(root / name):
                 dirnames.sort()
                 self.files += [(os.path.join(dirpath, f), index) for f in sorted(filenames)
@@ -134,7 +139,7 @@ class ImageFolderData(DataSource):
                             "put PNG/JPEG files in one subfolder per class (DIR/<class>/<image>.png)")
         super().__init__(spec, DataSourceInfo("imagefolder", str(root), len(self.files), True, dataclasses.asdict(self.pre), tuple(classes)))
         task = spec.task
-        if task.kind == "classification" and len(classes) > task.num_classes:
+        if task.kind == "classification" and classes and max(label_of.values()) >= task.num_classes:
             raise InputError(f"imagefolder {root} has {len(classes)} class folders, so labels up to {len(classes) - 1}, outside the class range 0..{task.num_classes - 1} of model {spec.name}",
                              "give one folder per class of this model, or pass the right --num-classes")
 
