@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.util
+import math
 import sys
 import zipfile
 from collections.abc import Iterable, Iterator
@@ -31,8 +32,11 @@ def _npz_member(path: Path, archive: zipfile.ZipFile, key: str):
                 start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
                 fh.seek(start)
                 version = np.lib.format.read_magic(fh)
-                shape, fortran, dtype = np.lib.format._read_array_header(fh, version)
-                if not dtype.hasobject and dtype.kind != "V":
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, fortran, dtype = read_header(fh)
+                data_bytes = math.prod(shape) * dtype.itemsize
+                # Only when the member holds exactly the header and the data: anything else is read the usual way.
+                if not dtype.hasobject and dtype.kind != "V" and fh.tell() - start + data_bytes == info.file_size and data_bytes:
                     return np.memmap(path, dtype=dtype, mode="r", offset=fh.tell(), shape=shape, order="F" if fortran else "C")
     return None
 
