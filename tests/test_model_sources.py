@@ -186,6 +186,9 @@ def test_inputs_that_do_not_match_the_model_are_refused():
         load_torch_model(TWO, inputs=inputs(um.TWO_IN_TWO_OUT_INPUTS[:1]))
     one_line(excinfo, "does not match model", "TypeError")
     with pytest.raises(InputError) as excinfo:
+        load_torch_model(RESIDUAL, inputs=inputs(um.RESIDUAL_BN_INPUTS), name="my model")
+    one_line(excinfo, "not usable in file names")
+    with pytest.raises(InputError) as excinfo:
         load_torch_model(TWO, inputs=inputs(um.TWO_IN_TWO_OUT_INPUTS), num_classes=7)  # its factory takes no num_classes
     one_line(excinfo, "has 10 classes, the task says 7")
 
@@ -247,6 +250,7 @@ def test_a_torchvision_builder_with_a_backbone_downloads_nothing(tmp_path, monke
     assert [(t.name, t.shape) for t in loaded.spec.outputs] == [("out", (-1, 3, 64, 64))]
     assert loaded.spec.task.kind == "generic"  # --num-classes here is the segmentation head's, not a class-score output
     assert not any(tmp_path.rglob("*"))
+    assert loaded.spec.preprocessing.size == (64, 64) and loaded.spec.preprocessing.resize == 73  # the preset scaled to --input
 
 
 def test_the_builtin_is_the_checkpoint_with_its_spec(tmp_path):

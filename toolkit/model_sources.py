@@ -17,6 +17,7 @@ torch is imported inside the functions.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import importlib.util
@@ -281,6 +282,10 @@ def load_torch_model(source: str, *, weights: str | None = None, inputs: Sequenc
             raise InputError(f"cannot infer the inputs of model {where}", f"pass --input input:float32:{hint}")
         inputs = inferred
     inputs = tuple(inputs)
+    if pre is not None and len(inputs) == 1 and len(inputs[0].shape) == 4 and DYNAMIC not in inputs[0].shape[2:]:
+        # torchvision's preset scaled to the size given with --input (resize:crop stays 256:224)
+        h, w = inputs[0].shape[2:]
+        pre = dataclasses.replace(pre, size=(h, w), resize=min(h, w) * 256 // 224)
     names = [t.name for t in inputs]
     if len(set(names)) != len(names):
         raise InputError(f"--input repeats a name: {names}", "give every input its own name")
@@ -303,7 +308,7 @@ def load_torch_model(source: str, *, weights: str | None = None, inputs: Sequenc
             out_specs = (TensorSpec("logits", scores.dtype, scores.shape),)
     else:
         task_spec = Task(task)
-    spec_name = _safe_name(name or default_name)
+    spec_name = name or _safe_name(default_name)  # a name given is checked by ModelSpec, not rewritten
     spec = ModelSpec(spec_name, inputs, out_specs, task_spec, pre, source)
     return LoadedModel(module, spec, sha)
 
