@@ -155,6 +155,15 @@ def test_a_corrupt_png_is_named(tmp_path):
     one_line(excinfo, "cannot decode image", str(bad), "replace or remove")
 
 
+def test_16_bit_images_are_refused_not_clipped(tmp_path):
+    (tmp_path / "a").mkdir()
+    Image.fromarray(np.full((8, 8), 40000, np.uint16)).save(tmp_path / "a" / "deep.png")
+    gray = spec_for([TensorSpec("input", "float32", (-1, 1, 8, 8))])
+    with pytest.raises(DataError) as excinfo:
+        open_data(f"imagefolder:{tmp_path}", gray).load_all()
+    one_line(excinfo, "deep.png", "16-bit")
+
+
 def test_more_class_folders_than_the_model_has_classes_is_refused(tmp_path):
     write_folder(tmp_path, {c: [(8, 8)] for c in "abcd"})
     with pytest.raises(InputError) as excinfo:

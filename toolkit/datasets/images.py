@@ -13,6 +13,7 @@ from toolkit.datasets.base import DataSource, DataSourceInfo
 from toolkit.errors import DataError, InputError
 from toolkit.spec import DYNAMIC, ModelSpec, Preprocessing
 
+_WIDE_MODES = {"I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff")
 
 
@@ -149,9 +150,13 @@ class ImageFolderData(DataSource):
         try:
             with Image.open(path) as image:
                 image.load()
+                wide = image.mode in _WIDE_MODES
                 image = image.convert("L" if self.pre.channels == 1 else "RGB")
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             raise DataError(f"cannot decode image {path} ({' '.join(str(exc).split())[:120]})", "replace or remove the file") from None
+        if wide:
+            # Pillow clips 16-bit and float pixels to 0..255 when converting; that would be silently wrong data.
+            raise DataError(f"image {path} has 16-bit or float pixels", "save it with 8 bits per channel")
         image = _resize_crop(image, self.pre, path)
         pixels = np.asarray(image)
         return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
