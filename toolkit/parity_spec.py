@@ -139,6 +139,16 @@ def open_eval_data(source: str, spec: ModelSpec, preprocessing=None, data_dir=No
     return open_data(source, spec, preprocessing, split="test", data_dir=data_dir)
 
 
+class _InBatches:
+    """A data source read in the model's fixed batch, whatever size a caller asks for."""
+
+    def __init__(self, source, batch: int):
+        self.source, self.batch, self.info = source, batch, source.info
+
+    def batches(self, batch_size: int, limit: int | None = None):
+        return self.source.batches(self.batch, limit)
+
+
 def calibration_overlap(spec: ModelSpec, artifacts_dir: str | Path, data, limit: int | None = None) -> str | None:
     """A warning when the int8 exports were calibrated on samples of the evaluation data (the
     calibration source is in their metadata): an int8 pair then looks better than it is."""
@@ -158,7 +168,8 @@ def calibration_overlap(spec: ModelSpec, artifacts_dir: str | Path, data, limit:
             calib = open_data(source, spec, spec.preprocessing, split="train")
         except ToolkitError:
             return f"the {precision} calibration data {source} could not be opened to check its overlap with the evaluation data"
-        shared = count_overlap(calib, data, limit)
+        fixed = [t.shape[0] for t in spec.inputs if not t.batch_dynamic]
+        shared = count_overlap(_InBatches(calib, fixed[0]), _InBatches(data, fixed[0]), limit) if fixed else count_overlap(calib, data, limit)
         if shared:
             return (f"WARNING: {shared} samples of the evaluation data are also in the int8 calibration data ({source}); "
                     "int8 pairs may look better than they are")
