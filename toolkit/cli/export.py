@@ -18,6 +18,7 @@ from toolkit.cli.group import (
     cli,
     model_options,
     preprocessing_options,
+    refuse_other_model,
 )
 from toolkit.errors import (
     InputError,
@@ -98,6 +99,7 @@ def export(fmt, precision, checkpoint, out_dir, calibration_images, calibration,
             click.echo(format_export_result(export_onnx(checkpoint, p, out_dir, data_dir=data_dir, calibration_images=calibration_images,
                                                         calibration=calibration, percentile=percentile)))
         return
+    refuse_other_model(out_dir, "toolkit export --format tensorrt")
     from toolkit.export.tensorrt import EngineOptions, build_engine_from_checkpoint
     from toolkit.report import format_engine_result
 
@@ -209,6 +211,7 @@ def eval_cmd(backends, precisions, batch_sizes, min_accuracy, max_logit_diff, mi
 def diagnose(backend, precision, images, min_sqnr, calibration, percentile, bisect, write, out_dir, threads, checkpoint, artifacts_dir,
              data_dir):
     """Which layer breaks parity: every tensor against the fp32 ONNX's; exit 1 when one is below the threshold."""
+    refuse_other_model(artifacts_dir, "toolkit diagnose")
     from toolkit.diagnose import diagnose as run_diagnose
     from toolkit.export.quantize import calibration_recipe
     from toolkit.files.store import check_writable_dir
