@@ -122,11 +122,11 @@ def _error(status: int, message: str) -> Response:
 
 
 def node_names() -> dict[str, str]:
-    """Ray node id -> 'head' or 'worker <ip> <id prefix>' for every node Ray knows, dead ones too."""
+    """Ray node id -> 'head' or 'worker <id prefix>' for every node Ray knows, dead ones too."""
     names = {}
     for n in ray.nodes():
-        head = "node:__internal_head__" in (n.get("Resources") or {}) or n.get("NodeManagerAddress") is None
-        names[n["NodeID"]] = "head" if head and n.get("Alive") else f"node {n['NodeID'][:8]}"
+        head = "node:__internal_head__" in (n.get("Resources") or {})
+        names[n["NodeID"]] = "head" if head else f"worker {n['NodeID'][:8]}"
     return names
 
 

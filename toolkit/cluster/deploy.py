@@ -20,7 +20,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import signal
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,6 +239,10 @@ class ClusterDeployment:
             raise UnavailableError(f"could not join the Ray cluster at {target} ({' '.join(str(exc).split())[:200]})",
                                    "check the address (`ray status` on the head)") from None
         self._connected = True
+        # Ray's core worker installs its own SIGTERM handler (dump and exit): put back the one that
+        # turns SIGTERM into KeyboardInterrupt, so the deployment and the cluster are taken down.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
 
     def _deploy(self, serve, models: list[ShippedModel]) -> None:
         from toolkit.cluster.app import ModelReplica, V2Ingress
@@ -329,6 +335,10 @@ class ClusterDeployment:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _sigterm_to_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _free_port(host: str) -> int:
