@@ -154,7 +154,9 @@ def cluster():
         left = c.stop()
         assert not left, f"Ray processes left running: {left}"
         assert not c.processes()
-        assert not (set(os.listdir("/dev/shm")) - shm_before), "shared memory left behind"
+        # other users of this machine (toolkit serve's PyTriton segments are named toolkit-*) are not ours
+        new = {n for n in set(os.listdir("/dev/shm")) - shm_before if not n.startswith("toolkit-")}
+        assert not new, f"shared memory left behind: {new}"
 
 
 def _deploy(cluster, **options):
@@ -202,13 +204,18 @@ def test_the_load_benchmark_through_the_cluster(fixed, tmp_path):
     proc = run_cli("bench", "--url", fixed.info.http_url, "--model", MODEL, "--concurrency", "1,4,16", "--batch-sizes", "1,256",
                    "--duration", "1", "--out", tmp_path, *CLI_FILES, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
-    rows = [ln for ln in proc.stdout.splitlines() if "(triton http)" in ln and re.search(r"\s(1|4|16)\s", ln)]
-    assert len(rows) == 6
-    report = json.loads(next(tmp_path.glob("load*.json")).read_text()) if list(tmp_path.glob("load*.json")) else None
-    assert "replicas on 2 nodes served" in proc.stdout, proc.stdout[-3000:]
-    if report is not None:
-        cells = [c for c in report["cells"] if c["variant"] != "in-process"]
-        assert cells and all(c["failed"] == 0 and c["wrong"] == 0 and c["requests"] > 0 for c in cells)
+    print(proc.stdout)
+    cells = [c for c in json.loads((tmp_path / "load.json").read_text())["cells"] if c["variant"] != "in-process"]
+    assert sorted((c["concurrency"], c["batch_size"]) for c in cells) == [(1, 1), (1, 256), (4, 1), (4, 256), (16, 1), (16, 256)]
+    for c in cells:
+        assert c["failed"] == 0 and c["wrong"] == 0 and c["requests"] > 0, c
+        replicas = c["server"]["replicas"]
+        assert replicas and sum(r["requests"] for r in replicas.values()) == c["server"]["requests"], c["server"]
+    # at concurrency 16 Ray routes to both replicas, one per node
+    for c in cells:
+        if c["concurrency"] == 16:
+            assert len({r["node"] for r in c["server"]["replicas"].values()}) == 2, c["server"]["replicas"]
+    assert "replicas on 2 nodes served" in proc.stdout
 
 
 def _post(url: str, body: bytes, headers: dict | None = None) -> tuple[int, bytes]:
@@ -241,7 +248,8 @@ def test_malformed_requests_get_one_line_and_the_endpoint_keeps_serving(fixed):
 
 
 def _replica_count(d) -> int:
-    return len(d.replicas())
+    """RUNNING replicas of the model, as Ray Serve counts them."""
+    return d.replica_states().get(MODEL, {}).get("RUNNING", 0)
 
 
 def test_autoscaling_goes_to_two_replicas_under_load_and_back(fixed, cluster):
@@ -273,7 +281,7 @@ def test_autoscaling_goes_to_two_replicas_under_load_and_back(fixed, cluster):
         stop.set()
         for t in threads:
             t.join(timeout=60)
-        assert _replica_count(d) == 2, f"no second replica after {up_s:.0f}s at concurrency 16"
+        assert _replica_count(d) == 2, f"no second replica after {up_s:.0f}s at concurrency 16: {d.replica_states()}, {errors[:1]}"
         t1 = time.monotonic()
         while _replica_count(d) > 1 and time.monotonic() - t1 < SCALE_BOUND_S:
             time.sleep(0.5)

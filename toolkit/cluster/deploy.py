@@ -215,14 +215,17 @@ class ClusterDeployment:
                     self._own_cluster = self.cluster = LocalCluster(cfg.nodes, cfg.cpus_per_node).start()
                 target = self.cluster.address
             self._connect(ray, target)
-            if cfg.port and _local_host(cfg.host) and port_in_use(cfg.host, cfg.port):
-                raise InputError(f"port {cfg.port} on {cfg.host} is in use", "pass another --port, or stop what listens there")
-            port = cfg.port or _free_port(cfg.host)
-            serve.start(proxy_location="HeadOnly", http_options={"host": cfg.host, "port": port})
+            endpoint = _running_proxy()
+            if endpoint is None:  # Serve is not running on this cluster yet: start its HTTP proxy where asked
+                if cfg.port and _local_host(cfg.host) and port_in_use(cfg.host, cfg.port):
+                    raise InputError(f"port {cfg.port} on {cfg.host} is in use", "pass another --port, or stop what listens there")
+                serve.start(proxy_location="HeadOnly", http_options={"host": cfg.host, "port": cfg.port or _free_port(cfg.host)})
+                endpoint = _running_proxy()
+            # else: Serve's proxy already runs on this cluster (one per cluster); the endpoint is where it listens
             self._deploy(serve, models)
             from toolkit.cluster.app import node_names
 
-            self.info = ClusterInfo(f"http://{cfg.host}:{port}", target, self._own_cluster is not None, tuple(models),
+            self.info = ClusterInfo(f"http://{endpoint[0]}:{endpoint[1]}", target, self._own_cluster is not None, tuple(models),
                                     nodes=node_names(), deploy_seconds=time.perf_counter() - t0, ray_version=ray.__version__)
             self.info.replicas = self.replicas()
             return self.info
@@ -306,6 +309,15 @@ class ClusterDeployment:
                                    names.get(node_id, node_id[:8]), actor.get("State", "")))
         return tuple(sorted(out, key=lambda r: (r.model, r.node, r.replica)))
 
+    def replica_states(self) -> dict[str, dict[str, int]]:
+        """Ray Serve's own count of each model deployment's replicas by state (RUNNING, STARTING, ...)."""
+        from ray import serve
+
+        app = serve.status().applications.get(APP_NAME)
+        if app is None:
+            return {}
+        return {name.split("replica_", 1)[1]: dict(d.replica_states) for name, d in app.deployments.items() if name.startswith("replica_")}
+
     # -- stop --------------------------------------------------------------------------------
     def stop(self) -> ClusterStopReport:
         if self.stop_report is not None:
@@ -335,6 +347,20 @@ class ClusterDeployment:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _running_proxy() -> tuple[str, int] | None:
+    """(host, port) of Serve's HTTP proxy on the connected cluster, or None when Serve is not running."""
+    from ray.serve.context import _get_global_client  # Serve's handle on its controller; no public getter for the port
+
+    try:
+        client = _get_global_client()
+    except Exception:  # noqa: BLE001 - Serve not started on this cluster
+        return None
+    if client is None:
+        return None
+    http = client.http_config
+    return http.host, int(http.port)
 
 
 def _sigterm_to_interrupt(signum, frame):
