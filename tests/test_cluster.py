@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -330,3 +331,54 @@ def test_failover_when_the_worker_node_dies(cluster):
             assert np.array_equal(b.run(images[:16]).argmax(1), reference[:16].argmax(1))
     finally:
         d.stop()
+
+
+def test_the_command_prints_where_replicas_run_and_sigterm_leaves_nothing(tmp_path):
+    """The real command on a local one-node cluster: endpoint, replicas and nodes printed; SIGTERM
+    removes the deployment and stops the cluster, with no process of it left."""
+    import signal
+    import subprocess
+    import sys
+
+    from helpers import DATA_DIR, ROOT
+
+    from toolkit.cluster.nodes import end_processes, processes_naming
+
+    pytest.importorskip("ray.serve", reason="the cluster extra (ray[serve]) is not installed")
+    env = {**os.environ, "TOOLKIT_DATA_DIR": str(DATA_DIR)}
+    stderr = open(tmp_path / "stderr", "w+")  # noqa: SIM115 - read after the process ends
+    proc = subprocess.Popen([sys.executable, "-m", "toolkit", "serve-cluster", "--port", "0", *map(str, CLI_FILES)],
+                            stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=ROOT, env=env)
+    lines, temp_dir = [], ""
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "temp dir" in line:
+                temp_dir = line.rsplit(" ", 1)[1].strip()
+            if line.startswith("ready"):
+                break
+        text = "".join(lines)
+        assert "ready" in text, text + (tmp_path / "stderr").read_text()
+        url = re.search(r"endpoint \(Open Inference Protocol v2, HTTP\): (\S+)", text).group(1)
+        assert re.search(r"mnist_onnxruntime_fp32\s+\w{8}\s+head", text), text
+        assert temp_dir and processes_naming(temp_dir)
+        with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=10) as resp:
+            assert resp.status == 200
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+        left = processes_naming(temp_dir)  # before the clean-up below, which is for a failed test
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        stderr.close()
+        if temp_dir:  # the test failed half-way: its cluster goes regardless
+            end_processes(processes_naming(temp_dir))
+    err = (tmp_path / "stderr").read_text()
+    assert proc.returncode == 0, err
+    assert "nothing left running" in out, out + err
+    assert not left and not os.path.exists(temp_dir)

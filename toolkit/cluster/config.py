@@ -93,6 +93,7 @@ class ClusterInfo:
     nodes: dict[str, str] = field(default_factory=dict)
     deploy_seconds: float = 0.0
     ray_version: str = ""
+    temp_dir: str = ""  # a local cluster started for the deployment: its processes all name this dir
 
 
 @dataclass

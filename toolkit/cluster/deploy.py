@@ -129,7 +129,8 @@ class ClusterDeployment:
             from toolkit.cluster.app import node_names
 
             self.info = ClusterInfo(f"http://{endpoint[0]}:{endpoint[1]}", target, self._own_cluster is not None, tuple(models),
-                                    nodes=node_names(), deploy_seconds=time.perf_counter() - t0, ray_version=ray.__version__)
+                                    nodes=node_names(), deploy_seconds=time.perf_counter() - t0, ray_version=ray.__version__,
+                                    temp_dir=self._own_cluster.temp_dir if self._own_cluster else "")
             self.info.replicas = self.replicas()
             return self.info
         except BaseException:

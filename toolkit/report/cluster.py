@@ -10,6 +10,7 @@ def format_cluster_info(info) -> str:
     lines = [f"Ray Serve {info.ray_version} on {where} at {info.address}: {len(info.nodes)} nodes, "
              f"deployed in {info.deploy_seconds:.1f}s",
              f"endpoint (Open Inference Protocol v2, HTTP): {info.http_url}",
+             *([f"local cluster's temp dir (logs; every process of it names this): {info.temp_dir}"] if info.temp_dir else []),
              table(["model", "precision", "file", "sha256"], [[m.name, m.precision, m.path, m.sha256[:12]] for m in info.models],
                    align="llll"),
              table(["model", "replica", "node"], [[r.model, r.replica.rsplit("#", 1)[-1], r.node] for r in info.replicas], align="lll")]
