@@ -15,8 +15,8 @@ LAYERS = [
     ["toolkit.cli", "toolkit.__main__"],
     ["toolkit.report"],
     ["toolkit.bench", "toolkit.info", "toolkit.serve", "toolkit.cluster", "toolkit.diagnose", "toolkit.gpu_check"],
-    ["toolkit.parity", "toolkit.train", "toolkit.export"],
-    ["toolkit.backends", "toolkit.data"],
+    ["toolkit.parity", "toolkit.train", "toolkit.export", "toolkit.model_sources"],
+    ["toolkit.backends", "toolkit.data", "toolkit.datasets"],
     ["toolkit.files"],
     ["toolkit.model", "toolkit.spec", "toolkit.env", "toolkit.compare", "toolkit.stats", "toolkit.errors", "toolkit"],
 ]
