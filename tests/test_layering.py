@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1] / "toolkit"
 LAYERS = [
     ["toolkit.cli", "toolkit.__main__"],
     ["toolkit.report"],
-    ["toolkit.bench", "toolkit.info", "toolkit.serve", "toolkit.diagnose", "toolkit.gpu_check"],
+    ["toolkit.bench", "toolkit.info", "toolkit.serve", "toolkit.cluster", "toolkit.diagnose", "toolkit.gpu_check"],
     ["toolkit.parity", "toolkit.parity_spec", "toolkit.train", "toolkit.export", "toolkit.model_sources"],
     ["toolkit.backends", "toolkit.data", "toolkit.datasets"],
     ["toolkit.files"],
