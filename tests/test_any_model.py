@@ -210,3 +210,18 @@ def test_the_built_in_artifacts_need_no_model_json():
 
     assert not (REFERENCE / "model.json").exists()
     assert read_spec(REFERENCE) is MNIST_CNN_SPEC
+
+
+def test_an_export_that_pins_a_dynamic_batch_axis_is_refused(tmp_path):
+    from toolkit.errors import ModelFileError
+    from toolkit.export.model_export import stamp
+    from toolkit.files.spec_file import spec_from_onnx
+
+    dynamic = onnx.load(str(two_io_model(tmp_path / "two.onnx")))
+    spec = spec_from_onnx(dynamic, "two.onnx")
+    assert spec.inputs[0].batch_dynamic
+    stamp(dynamic.SerializeToString(), spec, "fp32", "0" * 64)  # symbolic: accepted
+    pinned = onnx.load(str(tmp_path / "two.onnx"))
+    pinned.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 4
+    with pytest.raises(ModelFileError, match="fixes the batch axis of 'image' at 4"):
+        stamp(pinned.SerializeToString(), spec, "fp16", "0" * 64)

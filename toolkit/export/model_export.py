@@ -98,7 +98,21 @@ def stamp(model_bytes: bytes, spec: ModelSpec, precision: str, source_sha256: st
     except Exception as exc:  # noqa: BLE001
         raise ModelFileError(f"the {precision} export of {spec.name} fails the ONNX checker ({' '.join(str(exc).split())[:160]})",
                              "re-run with --debug; the model may use an operator this precision cannot convert") from None
+    _check_batch_axes(model, spec, precision)
     return model.SerializeToString()
+
+
+def _check_batch_axes(model, spec: ModelSpec, precision: str) -> None:
+    """A dynamic batch axis is still symbolic in the written file (a conversion that pins it would
+    make every batch size but one fail at run time)."""
+    from toolkit.files.spec_file import graph_io
+
+    inputs, outputs = graph_io(model)
+    dims = {v.name: v.type.tensor_type.shape.dim for v in inputs + outputs}
+    for t in spec.inputs + spec.outputs:
+        if t.batch_dynamic and t.name in dims and dims[t.name] and dims[t.name][0].HasField("dim_value"):
+            raise ModelFileError(f"the {precision} export of {spec.name} fixes the batch axis of {t.name!r} at {dims[t.name][0].dim_value}",
+                                 "please report this; export another precision meanwhile")
 
 
 def to_fp16(fp32_bytes: bytes) -> tuple[bytes, dict]:
