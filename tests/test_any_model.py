@@ -225,3 +225,22 @@ def test_an_export_that_pins_a_dynamic_batch_axis_is_refused(tmp_path):
     pinned.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 4
     with pytest.raises(ModelFileError, match="fixes the batch axis of 'image' at 4"):
         stamp(pinned.SerializeToString(), spec, "fp16", "0" * 64)
+
+
+def test_bench_tune_searches_another_models_settings_gated_by_its_own_gate(tmp_path):
+    model = two_io_model(tmp_path / "two.onnx")
+    rng = np.random.default_rng(4)
+    np.savez(tmp_path / "two.npz", image=rng.uniform(0, 1, size=(64, 1, 8, 8)).astype(np.float32),
+             features=rng.normal(size=(64, 6)).astype(np.float32))
+    art = tmp_path / "art"
+    assert run_cli("export", "--model", model, "--precision", "fp32", "--out", art).returncode == 0
+    proc = run_cli("bench", "--tune", "--budget", "6", "--artifacts", art, "--data", f"npz:{tmp_path / 'two.npz'}", "--backend", "onnxruntime",
+                   "--precision", "fp32", "--batch-sizes", "8", "--out", tmp_path / "tune", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    (entry,) = json.loads((tmp_path / "tune" / "tuned.json").read_text())["entries"]
+    assert (entry["backend"], entry["precision"], entry["batch_size"]) == ("onnxruntime", "fp32", 8)
+    assert entry["trials"]  # candidates were timed
+    if entry["options"] != entry["default_options"]:  # a chosen setting passed the gate for any model, on the data given
+        assert entry["parity"]["status"] == "pass" and entry["parity"]["images"] == 64 and entry["parity"]["batch_sizes"] == [1, 64]
+    else:
+        assert entry["parity"]["status"] == "default settings"

@@ -221,7 +221,7 @@ class _Running:
     outputs: dict = field(default_factory=dict)  # batch size -> output name -> list of arrays
 
 
-def _open(planned: registry.PlannedPair, spec: ModelSpec, threads: int | None) -> _Running:
+def _open(planned: registry.PlannedPair, spec: ModelSpec, threads: int | None, options: dict | None = None) -> _Running:
     captured = CapturedPair(planned.backend, planned.precision, "error", device=registry.get_spec(planned.backend).device,
                             model_path=str(planned.model_path))
     running = _Running(planned, captured)
@@ -230,7 +230,7 @@ def _open(planned: registry.PlannedPair, spec: ModelSpec, threads: int | None) -
         return running
     try:
         running.backend = registry.create_backend(planned.backend, planned.precision, planned.model_path or None, threads=threads,
-                                                  spec=spec, **planned.options).load()
+                                                  spec=spec, **{**planned.options, **(options or {})}).load()
         captured.runtime = running.backend.describe().runtime
         captured.status = "ok"
     except Exception as exc:  # noqa: BLE001 - a runtime failure fails this pair, not the whole run
@@ -378,3 +378,16 @@ def run_model_gate(spec: ModelSpec, data, artifacts_dir: str | Path = paths.ARTI
         model=describe(spec), data={k: v for k, v in vars(data.info).items()} if hasattr(data.info, "__dict__") else {},
         labelled=labels is not None, is_parity_gate=not is_random, notes=notes,
     )
+
+
+def judge_options(planned: registry.PlannedPair, spec: ModelSpec, feeds: dict, reference: dict, labels, batch_sizes,
+                  tolerance: ModelTolerance, threads: int | None = None, options: dict | None = None) -> ModelPairResult:
+    """One pair with backend `options` on feeds held in memory, judged against reference outputs
+    computed once (`toolkit bench --tune` gates every candidate setting this way)."""
+    running = _open(planned, spec, threads, options)
+    if running.captured.status == "ok":
+        _run_chunk(running, feeds, batch_sizes, spec)
+    if running.backend is not None:
+        running.backend.close()
+    outs = {bs: {k: np.concatenate(v) for k, v in o.items()} for bs, o in running.outputs.items()}
+    return _judge(running.captured, outs, reference, labels, spec, tolerance)

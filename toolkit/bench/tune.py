@@ -212,16 +212,32 @@ def _step_cost(config: BenchConfig):
 
 @dataclass
 class _GateContext:
-    images: np.ndarray
-    labels: np.ndarray
-    reference: np.ndarray
+    images: object  # the built-in: test images (N,1,28,28); another model: a feed dict
+    labels: np.ndarray | None
+    reference: object  # the built-in: PyTorch logits; another model: its reference outputs by name
     verdicts: dict = field(default_factory=dict)  # options key -> parity summary dict
+    samples: int = 0
+
+
+
+def _model_gate_for(planned, ctx: _GateContext):
+    """Another model's candidates: judged by the gate for any model (toolkit.parity_spec)."""
+    from toolkit.bench.tune_model import judge_candidate
+
+    def gate(options: dict) -> tuple[bool, str]:
+        judged, verdict = judge_candidate(planned, ctx.images, ctx.reference, ctx.labels, options)
+        ctx.verdicts[_key(options)] = verdict
+        return judged.status == "pass", judged.reason or judged.status
+
+    return gate
 
 
 def _gate_for(planned, ctx: _GateContext):
     from toolkit import parity
     from toolkit.backends import registry
 
+    if planned.spec is not None:
+        return _model_gate_for(planned, ctx)
     device = registry.get_spec(planned.backend).device
 
     def gate(options: dict) -> tuple[bool, str]:
@@ -243,17 +259,21 @@ def _gate_for(planned, ctx: _GateContext):
     return gate
 
 
-def _opener(planned, batch: np.ndarray):
+def _opener(planned, batch):
     from toolkit.backends import registry
+    from toolkit.bench.sweep import _check_output
 
     def open_call(options: dict):
         opts = dict(options)
         threads = opts.pop("threads", None)
-        backend = registry.create_backend(planned.backend, planned.precision, planned.model_path, threads=threads, **opts)
+        backend = registry.create_backend(planned.backend, planned.precision, planned.model_path, threads=threads,
+                                          **registry.spec_kw(planned.spec), **opts)
         try:
             backend.load()
             out = backend.run(batch)  # also compiles/optimises for this shape before timing
-            if out.shape != (len(batch), 10):
+            if planned.spec is not None:  # another model: its outputs, batch first
+                _check_output(out, len(next(iter(batch.values()))) if isinstance(batch, dict) else len(batch), planned.spec)
+            elif out.shape != (len(batch), 10):
                 raise ValueError(f"output {out.shape} at batch {len(batch)}")
         except Exception:
             backend.close()
@@ -273,12 +293,17 @@ def run_tune(
     data_dir=None,
     min_gain: float = MIN_GAIN,
     progress: Callable[[str], None] | None = None,
+    spec=None,
+    data=None,
 ):
     """Search every available CPU (backend, precision) pair at each batch size within `budget_s`
-    seconds (None: the defaults); returns a TunedFile (see toolkit.bench.tuned)."""
+    seconds (None: the defaults); returns a TunedFile (see toolkit.bench.tuned). `spec`: another
+    model than the built-in (its files in `artifacts_dir`): timed on the first samples of `data` (a
+    DataSource; else inputs drawn from the spec), every candidate gated by the gate for any model on
+    the first MODEL_GATE_SAMPLES of them against the model's reference."""
     from toolkit import env, parity
     from toolkit.backends import registry
-    from toolkit.bench.sweep import benchmark_images, capture_environment
+    from toolkit.bench.sweep import benchmark_images, benchmark_inputs, capture_environment
     from toolkit.bench.tuned import TunedEntry, TunedFile
     from toolkit.data import load_split_uint8, to_model_input
     from toolkit.errors import InputError
@@ -294,16 +319,24 @@ def run_tune(
     deadline = start + budget_s
     checkpoint = paths.checkpoint_path() if checkpoint is None else checkpoint
     artifacts_dir = paths.ARTIFACTS_DIR if artifacts_dir is None else artifacts_dir
-    planned = [p for p in registry.plan_pairs(backends, precisions, checkpoint, artifacts_dir)
+    other = spec is not None and spec.source != "mnist-cnn"
+    planned = [p for p in registry.plan_pairs(backends, precisions, checkpoint, artifacts_dir, **({"spec": spec} if other else {}))
                if p.available and registry.option_choices(p.backend, p.precision) is not None]
     # The sweep's order (PyTorch first): measured here, PyTorch's OpenMP threads ran orders of
     # magnitude slower at batch 1 after the other runtimes' thread pools had started in the process.
     cores = env.usable_cores()
     config = tune_config()
-    images = benchmark_images(max(batch_sizes), data_dir)
-    test_u8, labels_u8 = load_split_uint8("test", data_dir)
-    test_images = to_model_input(test_u8)
-    ctx = _GateContext(test_images, labels_u8.astype(np.int64), parity.reference_logits(checkpoint, test_images))
+    if other:
+        from toolkit.bench.tune_model import gate_data, model_batch_sizes
+
+        ctx = _GateContext(*gate_data(spec, artifacts_dir, data))
+        batch_sizes = model_batch_sizes(spec, batch_sizes)
+        images = benchmark_inputs(spec, max(batch_sizes), data)
+    else:
+        images = benchmark_images(max(batch_sizes), data_dir)
+        test_u8, labels_u8 = load_split_uint8("test", data_dir)
+        test_images = to_model_input(test_u8)
+        ctx = _GateContext(test_images, labels_u8.astype(np.int64), parity.reference_logits(checkpoint, test_images))
     environment = capture_environment()
     entries: list[TunedEntry] = []
     searches = [(p, bs) for p in planned for bs in batch_sizes]
@@ -317,7 +350,7 @@ def run_tune(
         if progress:
             progress(f"tune {p.backend}/{p.precision} batch {bs} ({max(0.0, slice_deadline - now):.0f} s)")
         knobs, defaults = search_space(p.backend, p.precision, cores)
-        batch = images[:bs]
+        batch = images[:bs] if not isinstance(images, dict) else {k: v[:bs] for k, v in images.items()}
         try:
             result = search(knobs, defaults, _opener(p, batch), batch, config, _gate_for(p, ctx), slice_deadline, min_gain, _step_cost(config))
         except Exception as exc:  # noqa: BLE001 - the defaults themselves would not run: this pair keeps them, and says why
@@ -345,7 +378,7 @@ def run_tune(
 
 
 def tune_to_file(out_dir, budget_s=None, backends=None, precisions=None, batch_sizes=None, checkpoint=None, artifacts_dir=None,
-                 data_dir=None, progress=None, exclusive: dict | None = None):
+                 data_dir=None, progress=None, exclusive: dict | None = None, spec=None, data=None):
     """`toolkit bench --tune`: refuse options that belong to the sweep (`exclusive`: {option: value
     given}), search, and write OUT_DIR/tuned.json; returns (TunedFile, path)."""
     import os
@@ -358,5 +391,6 @@ def tune_to_file(out_dir, budget_s=None, backends=None, precisions=None, batch_s
     if given:
         raise InputError(f"--tune takes no {', '.join(given)}", "run the search alone, then `toolkit bench --config OUT/tuned.json`")
     check_writable_dir(out_dir, create=True)
-    tuned = run_tune(budget_s, backends, precisions, batch_sizes, checkpoint, artifacts_dir, data_dir, progress=progress)
+    tuned = run_tune(budget_s, backends, precisions, batch_sizes, checkpoint, artifacts_dir, data_dir, progress=progress,
+                     **({"spec": spec, "data": data} if spec is not None else {}))
     return tuned, write_tuned(tuned, os.path.join(out_dir, "tuned.json"))

@@ -60,11 +60,11 @@ def bench(backends, precisions, batch_sizes, warmup, iterations, min_seconds, th
 
     spec = read_spec(artifacts_dir)
     other = spec.source != "mnist-cnn"
-    if other and (concurrency is not None or serve_local or tune or budget is not None or config_file):
+    if other and (concurrency is not None or serve_local or config_file):
         from toolkit.errors import InputError
 
-        raise InputError(f"--concurrency, --serve, --tune and --config run the built-in CNN only so far; {artifacts_dir} holds {spec.name}",
-                         "benchmark it with the sweep (drop those options)")
+        raise InputError(f"--concurrency, --serve and --config run the built-in CNN only so far; {artifacts_dir} holds {spec.name}",
+                         "benchmark it with the sweep or --tune (drop those options)")
     if data_source is not None and not other:
         from toolkit.errors import InputError
 
@@ -103,9 +103,15 @@ def bench(backends, precisions, batch_sizes, warmup, iterations, min_seconds, th
 
     progress = None if quiet else (lambda line: click.echo(f"bench: {line}", err=True))
     backend_list, precision_list = _split_list(backends, "backend"), _split_list(precisions, "precision")
+    data = None
+    if data_source is not None:
+        from toolkit.datasets import open_data
+
+        data = open_data(data_source, spec, spec.preprocessing, split="test", data_dir=data_dir)
     if tune or budget is not None:  # the configuration search (--budget implies it): OUT/tuned.json, for --config and deployments
         tuned, path = tune_to_file(out_dir, budget, backend_list, precision_list, batch_sizes and _batch_sizes(batch_sizes), checkpoint, artifacts_dir,
-                                   data_dir, progress, {"--baseline": baseline, "--config": config_file, "--quick": quick})
+                                   data_dir, progress, {"--baseline": baseline, "--config": config_file, "--quick": quick},
+                                   **({"spec": spec, "data": data} if other else {}))
         return click.echo(format_tuned(tuned) + f"\ntuned settings: {path}")
     options = dict(batch_sizes=None if batch_sizes is None else _batch_sizes(batch_sizes), warmup=warmup, iterations=iterations,
                    min_seconds=min_seconds, threads=threads, torch_compile=torch_compile, direct=direct, peak=peak, tuned=config_file)
@@ -114,11 +120,6 @@ def bench(backends, precisions, batch_sizes, warmup, iterations, min_seconds, th
         raise InputError(f"--threshold must be zero or more, got {threshold}", "pass e.g. --threshold 0.1 for 10%")
     base = load_report(baseline) if baseline else None
     check_writable_dir(out_dir, create=True)
-    data = None
-    if data_source is not None:
-        from toolkit.datasets import open_data
-
-        data = open_data(data_source, spec, spec.preprocessing, split="test", data_dir=data_dir)
     report = run_bench(config, backend_list, precision_list, checkpoint=checkpoint, artifacts_dir=artifacts_dir,
                        data_dir=data_dir, progress=progress, endpoint=_endpoint(urls[0] if urls else None, model, timeout),
                        **({"spec": spec, "data": data} if other else {}))
