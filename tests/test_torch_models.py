@@ -213,3 +213,17 @@ def _write(path, text):
 def _foreign_weights(tmp_path):
     torch.save(torch.nn.Linear(4, 2).state_dict(), tmp_path / "foreign.pt")
     return tmp_path / "foreign.pt"
+
+
+def test_diagnose_reads_the_factory_models_own_tensor_names(factory_run):
+    root, art = factory_run
+    run_cli("eval", "--artifacts", art, "--data", f"imagefolder:{root / 'val'}", "--backend", "onnxruntime", "--precision", "int8",
+            "--report-dir", art)
+    proc = run_cli("diagnose", "--backend", "onnxruntime", "--precision", "int8", "--artifacts", art,
+                   "--data", f"imagefolder:{root / 'val'}", "--out", root / "diag")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((root / "diag" / "onnxruntime-int8.json").read_text())
+    assert report["exposure"]["passed"] and len(report["tensors"]) >= 5
+    assert len(report["images"]) == 120  # no flips in parity.json: the sample of others covers the 120 samples
+    assert_one_line_error(run_cli("diagnose", "--backend", "onnxruntime", "--precision", "int8", "--artifacts", art, "--bisect",
+                                  "--data", f"imagefolder:{root / 'val'}", "--out", root / "diag"), "--bisect", code=2)

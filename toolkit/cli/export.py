@@ -208,10 +208,30 @@ def eval_cmd(backends, precisions, batch_sizes, min_accuracy, max_logit_diff, mi
 @_checkpoint_option
 @_artifacts_option
 @_data_dir_option
+@click.option("--data", "data_source", default=None, help="Another model: the data `toolkit eval` gated it on (its samples are diagnosed).")
 def diagnose(backend, precision, images, min_sqnr, calibration, percentile, bisect, write, out_dir, threads, checkpoint, artifacts_dir,
-             data_dir):
+             data_dir, data_source):
     """Which layer breaks parity: every tensor against the fp32 ONNX's; exit 1 when one is below the threshold."""
-    refuse_other_model(artifacts_dir, "toolkit diagnose")
+    from toolkit.files.spec_file import read_spec
+
+    spec = read_spec(artifacts_dir)
+    if spec.source != "mnist-cnn":
+        from toolkit.datasets import open_data
+        from toolkit.diagnose.any_model import diagnose_model
+        from toolkit.export.quantize import calibration_recipe
+        from toolkit.files.store import check_writable_dir
+        from toolkit.report.diagnose import format_diagnosis, write_diagnosis_reports
+
+        check_writable_dir(out_dir, create=True)
+        data = open_data(data_source, spec, spec.preprocessing, data_dir=data_dir) if data_source else None
+        result = diagnose_model(spec, data, backend, precision, artifacts_dir, images, min_sqnr, bisect or write,
+                                calibration_recipe(calibration, percentile), threads)
+        written = write_diagnosis_reports(result, out_dir)
+        click.echo(format_diagnosis(result) + f"\nreports: {', '.join(map(str, written))} ({result.seconds:.1f} s)")
+        result.raise_if_broken()
+        return
+    if data_source is not None:
+        raise InputError("--data applies to another model's artifacts; the built-in CNN is diagnosed on MNIST", "drop --data")
     from toolkit.diagnose import diagnose as run_diagnose
     from toolkit.export.quantize import calibration_recipe
     from toolkit.files.store import check_writable_dir

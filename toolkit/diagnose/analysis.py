@@ -255,22 +255,24 @@ def exposure_check(exposed_logits: np.ndarray, plain_logits: np.ndarray, referen
 
 
 def diagnose_models(reference_model, candidate_model, images: np.ndarray, capture, plain_logits: np.ndarray,
-                    min_sqnr_db: float, exposure_tolerance: float, run_layer=run_layer_onnxruntime) -> dict:
+                    min_sqnr_db: float, exposure_tolerance: float, run_layer=run_layer_onnxruntime, spec=None) -> dict:
     """The analysis on models and arrays: `capture(model, names, images)` runs a model with `names`
     exposed on the candidate's runtime; `plain_logits` are the unmodified candidate's logits."""
     from toolkit.diagnose.capture import capture_onnxruntime
     from toolkit.diagnose.graph import activation_names, match_tensors
-    from toolkit.model import OUTPUT_NAME
+    from toolkit.model import INPUT_NAME, OUTPUT_NAME
 
+    # another model (`spec`): its own input and output names
+    input_name, output_name = (INPUT_NAME, OUTPUT_NAME) if spec is None else (spec.inputs[0].name, spec.outputs[0].name)
     t0 = time.perf_counter()
-    reference_values = capture_onnxruntime(reference_model, activation_names(reference_model), images)
+    reference_values = capture_onnxruntime(reference_model, activation_names(reference_model), images, input_name=input_name)
     sites = match_tensors(reference_model, candidate_model)
-    wanted = sorted({s.candidate_tensor for s in sites if s.candidate_tensor} | {OUTPUT_NAME})
+    wanted = sorted({s.candidate_tensor for s in sites if s.candidate_tensor} | {output_name})
     candidate_values = capture(candidate_model, wanted, images)
     own_values = own_recomputes(candidate_model, sites, reference_values, run_layer)
     tensors = compare_tensors(sites, reference_values, candidate_values, own_values)
-    exposure = exposure_check(candidate_values[OUTPUT_NAME], plain_logits, reference_values[OUTPUT_NAME], exposure_tolerance)
+    exposure = exposure_check(candidate_values[output_name], plain_logits, reference_values[output_name], exposure_tolerance)
     verdict = judge(tensors, min_sqnr_db, exposure)
-    agreement = float((plain_logits.argmax(1) == reference_values[OUTPUT_NAME].argmax(1)).mean())
+    agreement = float((plain_logits.argmax(1) == reference_values[output_name].argmax(1)).mean())
     return {"tensors": tensors, "exposure": exposure, "verdict": verdict, "agreement": agreement,
             "seconds": time.perf_counter() - t0}

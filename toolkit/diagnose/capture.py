@@ -26,7 +26,7 @@ def _concat(chunks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 
 def capture_onnxruntime(model, names: list[str], images: np.ndarray, threads: int | None = None,
-                        session_options=None) -> dict[str, np.ndarray]:
+                        session_options=None, input_name: str = INPUT_NAME) -> dict[str, np.ndarray]:
     """onnxruntime (CPU) with `names` exposed; `session_options` defaults to plain ORT_ENABLE_ALL."""
     import onnxruntime as ort
 
@@ -45,15 +45,16 @@ def capture_onnxruntime(model, names: list[str], images: np.ndarray, threads: in
     wanted = [o.name for o in session.get_outputs() if o.name in set(names)]
     chunks = []
     for start in range(0, len(images), CHUNK):
-        values = session.run(wanted, {INPUT_NAME: images[start : start + CHUNK]})
+        values = session.run(wanted, {input_name: images[start : start + CHUNK]})
         chunks.append(dict(zip(wanted, values, strict=True)))
     found = _concat(chunks)
-    if INPUT_NAME in names:
-        found[INPUT_NAME] = images
+    if input_name in names:
+        found[input_name] = images
     return found
 
 
-def capture_openvino(model, names: list[str], images: np.ndarray, threads: int | None = None) -> dict[str, np.ndarray]:
+def capture_openvino(model, names: list[str], images: np.ndarray, threads: int | None = None,
+                     input_name: str = INPUT_NAME) -> dict[str, np.ndarray]:
     """OpenVINO (CPU) with `names` added as outputs of its own model, compiled as the toolkit's backend does."""
     import openvino as ov
 
@@ -64,7 +65,7 @@ def capture_openvino(model, names: list[str], images: np.ndarray, threads: int |
         raise ModelFileError(f"OpenVINO cannot read the model ({str(exc).splitlines()[0][:160]})") from None
     available = {n for op in ov_model.get_ops() for out in op.outputs() for n in out.get_names()}
     present = {n for out in ov_model.outputs for n in out.get_names()}
-    extra = [n for n in names if n in available and n not in present and n != INPUT_NAME]
+    extra = [n for n in names if n in available and n not in present and n != input_name]
     if extra:
         ov_model.add_outputs(extra)
     # Hand every output over as f32: OpenVINO computes an fp16 model in f32 on the CPU here (f32
@@ -84,8 +85,8 @@ def capture_openvino(model, names: list[str], images: np.ndarray, threads: int |
         request.infer({0: images[start : start + CHUNK]})
         chunks.append({name: request.get_tensor(out).data.copy() for out, name in outputs if name})
     found = _concat(chunks)
-    if INPUT_NAME in names:
-        found[INPUT_NAME] = images
+    if input_name in names:
+        found[input_name] = images
     return found
 
 

@@ -81,12 +81,12 @@ def read_parity(artifacts_dir: Path, backend: str, precision: str) -> dict:
     return parity
 
 
-def _load_onnx(path: Path, precision: str):
+def _load_onnx(path: Path, precision: str, spec=None):
     from toolkit.files.onnx_file import load_checked
 
     if not path.is_file():
         raise ModelFileError(f"{path} is missing", f"export it with `toolkit export --format onnx --precision {precision}`")
-    return load_checked(path)
+    return load_checked(path) if spec is None else load_checked(path, spec)
 
 
 def exposure_tolerance(backend: str, precision: str) -> float:
@@ -104,16 +104,17 @@ def _logits(backend, images: np.ndarray, batch: int = 256) -> np.ndarray:
     return np.concatenate([backend.run(images[i : i + batch]) for i in range(0, len(images), batch)])
 
 
-def _capture_for(backend_name: str, precision: str, threads: int | None):
+def _capture_for(backend_name: str, precision: str, threads: int | None, spec=None):
     from toolkit.backends import registry
     from toolkit.diagnose import capture
 
+    named = {} if spec is None else {"input_name": spec.inputs[0].name}
     if backend_name == "onnxruntime":
         # The backend's own session settings (optimisations, the QDQ propagation it disables).
         options = registry.create_backend(backend_name, precision, threads=threads).session_options()
-        return lambda model, names, images: capture.capture_onnxruntime(model, names, images, session_options=options)
+        return lambda model, names, images: capture.capture_onnxruntime(model, names, images, session_options=options, **named)
     runner = capture.RUNNERS[backend_name]
-    return lambda model, names, images: runner(model, names, images, threads=threads)
+    return lambda model, names, images: runner(model, names, images, threads=threads, **named)
 
 
 def diagnose(
@@ -136,7 +137,7 @@ def diagnose(
     calibration would make, exported in memory from the fp32 ONNX, instead of the one on disk (and
     bisect with it). `reexport(kept_fp32: list[str]) -> bytes` overrides how --bisect re-exports
     (the default reads the recipe from the candidate's metadata); tests use it to bisect a
-    deliberately broken recipe."""
+    deliberately broken recipe. Another model than the built-in: toolkit.diagnose.any_model."""
     from toolkit.backends import registry
 
     t0 = time.perf_counter()
