@@ -39,7 +39,7 @@ from pathlib import Path
 
 from toolkit.backends import registry
 from toolkit.backends.triton import ACCESS_HEADER
-from toolkit.errors import CheckFailed, InputError, ToolkitError, UnavailableError
+from toolkit.errors import CheckFailed, InputError, ToolkitError
 from toolkit.files import paths
 from toolkit.serve.host import (
     DEFAULT_HOST,
@@ -59,6 +59,7 @@ from toolkit.serve.host import (
     shm_segments,
     triton_dist,
 )
+from toolkit.serve.plan import ServedModel, plan, repository_models, runtime_version
 
 DEFAULT_PORTS = (8000, 8001, 8002)  # Triton's own defaults: HTTP, gRPC, metrics
 DEFAULT_MAX_BATCH = 1024
@@ -67,9 +68,9 @@ DEFAULT_QUEUE_DELAY_US = 100
 # is 30 s); in-flight requests get this long to finish.
 EXIT_TIMEOUT_S = 5
 STARTUP_TIMEOUT_S = 120.0
-REMOTE_BACKENDS = ("triton",)  # served pairs are in-process backends only
-SERVED_BACKENDS = ("onnxruntime", "openvino")  # what the python-backend stub runs (ONNX on the CPU)
 RESTRICTED = "shared-memory,model-repository,statistics"
+# Error lines tritonserver logs on every machine without a GPU: not the reason for any failure.
+CPU_NOISE = ("CudaDriverHelper", "NVML", "CUDA driver")
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class ServeConfig:
     checkpoint: str = str(paths.DEFAULT_CHECKPOINT)
     startup_timeout_s: float = STARTUP_TIMEOUT_S
     verbose: bool = False  # the server's own log on this process's stderr as it is written
+    repository: str | None = None  # serve this python-backend repository as it is (pairs, batching, threads unused)
 
     def __post_init__(self):
         if not self.pairs:
@@ -105,15 +107,6 @@ class ServeConfig:
             raise InputError(f"--instances must be 1..64, got {self.instances}", "pass e.g. --instances 1")
         if self.threads is not None and self.threads < 1:
             raise InputError(f"--threads must be at least 1, got {self.threads}", "omit it to use every core")
-
-
-@dataclass(frozen=True)
-class ServedModel:
-    name: str
-    backend: str
-    precision: str
-    model_path: str
-    runtime: str
 
 
 @dataclass(frozen=True)
@@ -147,45 +140,6 @@ class StopReport:
 
 # --- the server -----------------------------------------------------------------------------------
 
-def _plan(config: ServeConfig) -> list[registry.PlannedPair]:
-    for backend, _ in config.pairs:
-        if backend in REMOTE_BACKENDS:
-            raise InputError(f"`toolkit serve` serves in-process backends, not {backend}", "pass e.g. --backend onnxruntime")
-        if backend in registry.BY_NAME and backend not in SERVED_BACKENDS:
-            raise InputError(f"`toolkit serve` runs ONNX files on the CPU ({', '.join(SERVED_BACKENDS)}), not {backend}",
-                             "pass --backend onnxruntime or openvino")
-    backends = sorted({b for b, _ in config.pairs})
-    precisions = sorted({p for _, p in config.pairs})
-    planned = {(p.backend, p.precision): p for p in registry.plan_pairs(backends, precisions, config.checkpoint, config.artifacts_dir)}
-    out = []
-    for pair in config.pairs:
-        if pair not in planned:
-            raise InputError(f"backend {pair[0]} does not run {pair[1]}", "see `toolkit info` for which backend runs which precision")
-        if not planned[pair].available:
-            raise UnavailableError(f"backend {pair[0]} is unavailable: {planned[pair].reason}")
-        _check_served_file(Path(planned[pair].model_path), pair[1], Path(config.artifacts_dir))
-        out.append(planned[pair])
-    return out
-
-
-def _check_served_file(path: Path, precision: str, artifacts_dir: Path) -> None:
-    """The file is what it is served as: its recorded precision, and its bytes as the artifacts'
-    manifest recorded them (when it has an entry for the file)."""
-    from toolkit.files.onnx_file import check_record
-    from toolkit.files.store import _manifest_key, read_manifest
-
-    entry = read_manifest(artifacts_dir)["artifacts"].get(_manifest_key(path, artifacts_dir))
-    check_record(path, precision, entry["sha256"] if entry else None)
-
-
-def _runtime_version(backend: str) -> str:
-    from importlib import metadata
-
-    with contextlib.suppress(metadata.PackageNotFoundError):
-        return f"{backend} {metadata.version(backend)}"
-    return backend
-
-
 def _one_line(text: str) -> str:
     return " ".join(text.split())[:300]
 
@@ -207,7 +161,8 @@ class LocalServer:
     def start(self) -> ServerInfo:
         check_serving_support()
         cfg = self.config
-        planned = _plan(cfg)
+        planned = plan(cfg) if cfg.repository is None else []
+        given = repository_models(Path(cfg.repository)) if cfg.repository is not None else ()
         ports = []
         for port, what in ((cfg.http_port, "http"), (cfg.grpc_port, "grpc"), (cfg.metrics_port, "metrics")):
             if port:
@@ -219,7 +174,11 @@ class LocalServer:
         cleaned = clean_crash_leftovers()
         t0 = time.perf_counter()
         try:
-            repository, models = self._write_repository(planned)
+            if cfg.repository is None:
+                repository, models = self._write_repository(planned)
+            else:
+                self._workspace = new_workspace()
+                repository, models = Path(cfg.repository).resolve(), given
             self._start_triton(repository, http_port, grpc_port, metrics_port)
         except BaseException:
             self.stop()
@@ -246,7 +205,7 @@ class LocalServer:
                                    max_batch=cfg.max_batch, instances=cfg.instances, queue_delay_us=cfg.max_queue_delay_us,
                                    runtime="python", threads=cfg.threads, write_kubernetes=False)
             (written,) = [m for m in result.models if m.precision == pair.precision]
-            models.append(ServedModel(written.name, pair.backend, pair.precision, str(pair.model_path), _runtime_version(pair.backend)))
+            models.append(ServedModel(written.name, pair.backend, pair.precision, str(pair.model_path), runtime_version(pair.backend)))
         return repository, tuple(models)
 
     def _start_triton(self, repository: Path, http_port: int, grpc_port: int, metrics_port: int) -> None:
@@ -298,7 +257,8 @@ class LocalServer:
         if self._workspace is None:
             return ""
         try:
-            lines = [ln for ln in self._log_path().read_text(errors="replace").splitlines() if ln.startswith("E")]
+            lines = [ln for ln in self._log_path().read_text(errors="replace").splitlines()
+                     if ln.startswith("E") and not any(noise in ln for noise in CPU_NOISE)]
         except OSError:
             return ""
         return f"; server log: {_one_line(lines[-1])[:200]}" if lines else ""
@@ -336,7 +296,10 @@ class LocalServer:
         ended = end_processes(idents)
         removed = remove_shm_segments() if died or ended else []
         if self._workspace is not None:
-            self.failure_log = self._last_log_line() if died else ""
+            if died:
+                code = self._process.returncode
+                how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+                self.failure_log = f" ({how}){self._last_log_line()}"
             shutil.rmtree(self._workspace, ignore_errors=True)
         self.stop_report = StopReport(
             seconds=time.perf_counter() - t0,
