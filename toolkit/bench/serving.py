@@ -134,7 +134,9 @@ def run_serving_bench(
         rows = serving_rows(pairs, local, protocols, in_process, artifacts_dir, checkpoint, threads)
         report = run_load(rows, images, references, config, progress)
     stop = server.stop_report
-    report.notes.append(f"local server (tritonserver from nvidia-pytriton), stopped in {stop.seconds:.1f}s, "
+    report.notes.append(f"local server (tritonserver from nvidia-pytriton, python backend: {serve_config.instances} stub process(es) per "
+                        f"model, threads {serve_config.threads or 'all cores'}, max queue delay {serve_config.max_queue_delay_us} µs), "
+                        f"stopped in {stop.seconds:.1f}s, "
                         + ("nothing left running" if stop.clean else f"LEFT BEHIND {stop.leftover_processes} {stop.leftover_shm}"))
     return report
 
@@ -195,7 +197,7 @@ def run_serving_soak(
 def run_load_command(backends: list[str] | None, precisions: list[str] | None, urls: list[str], model: str | None,
                      timeout_s: float, concurrencies: tuple[int, ...], batch_sizes: tuple[int, ...], seconds: float,
                      serve_local: bool, threads: int | None, checkpoint, artifacts_dir, data_dir,
-                     progress: Callable[[str], None] | None = None) -> LoadReport:
+                     progress: Callable[[str], None] | None = None, instances: int = 1) -> LoadReport:
     """`toolkit bench --concurrency ...`: which pairs, which server, then `run_serving_bench`.
 
     Pairs: the in-process backends named in --backend (default: the one --model names, else
@@ -213,7 +215,7 @@ def run_load_command(backends: list[str] | None, precisions: list[str] | None, u
     if serve_local:
         if urls:
             raise InputError("--serve starts its own server, and --url names another", "pass one of them")
-        serve = ServeConfig(pairs=tuple(pairs), http_port=0, grpc_port=0, metrics_port=0, threads=threads,
+        serve = ServeConfig(pairs=tuple(pairs), http_port=0, grpc_port=0, metrics_port=0, threads=threads, instances=instances,
                             artifacts_dir=str(artifacts_dir), checkpoint=str(checkpoint))
         return run_serving_bench(pairs, config, protocols=PROTOCOLS, serve_config=serve, artifacts_dir=artifacts_dir,
                                  checkpoint=checkpoint, data_dir=data_dir, threads=threads, progress=progress)
