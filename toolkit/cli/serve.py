@@ -32,7 +32,7 @@ def _serve_pairs(backends, precisions) -> tuple[tuple[str, str], ...]:
 @click.option("--grpc-port", type=int, default=8001, show_default=True, help="0: any free port.")
 @click.option("--metrics-port", type=int, default=8002, show_default=True, help="0: any free port.")
 @click.option("--max-batch", type=int, default=1024, show_default=True, help="Largest batch the dynamic batcher forms (and a request may send).")
-@click.option("--max-queue-delay-us", type=int, default=100, show_default=True, help="How long the batcher waits to fill a batch.")
+@click.option("--max-queue-delay-us", type=int, default=0, show_default=True, help="How long the batcher waits to fill a batch (requests queued while the model is busy are merged anyway).")
 @click.option("--instances", type=int, default=1, show_default=True, help="Model instances per pair (each its own stub process).")
 @click.option("--threads", type=int, default=None, help="Threads per model instance (default: every core).")
 @click.option("--repository", type=click.Path(file_okay=False), default=None,

@@ -63,7 +63,10 @@ from toolkit.serve.plan import ServedModel, plan, repository_models, runtime_ver
 
 DEFAULT_PORTS = (8000, 8001, 8002)  # Triton's own defaults: HTTP, gRPC, metrics
 DEFAULT_MAX_BATCH = 1024
-DEFAULT_QUEUE_DELAY_US = 100
+# No wait by default: a request that finds the instance idle runs at once (100 µs of waiting was 618
+# against 455 µs p50 at batch 1, concurrency 1, measured); requests that queue while it is busy are
+# still merged into one execution.
+DEFAULT_QUEUE_DELAY_US = 0
 # With a client connection still open, Triton waits this long for it on shutdown (its own default
 # is 30 s); in-flight requests get this long to finish.
 EXIT_TIMEOUT_S = 5
