@@ -355,6 +355,27 @@ def test_a_bad_request_gets_one_line_and_never_fails_the_others(server, in_proce
     stats_client.close()
 
 
+@pytest.mark.timeout(60)
+def test_a_declared_batch_over_max_batch_is_refused_before_allocation_over_grpc(server):
+    """Issue 17 item 3, the protected half: a gRPC request declaring 1,000,000 images with one
+    image of data is refused with one line, and tritonserver's memory stays bounded (the JSON form
+    over HTTP is not protected in tritonserver 2.51: docs/deployment.md has the measured figures)."""
+    import tritonclient.grpc as grpc_client
+
+    from toolkit.serve import rss_bytes
+
+    pid = server.tritonserver_pid()
+    before = rss_bytes(pid)
+    client = grpc_client.InferenceServerClient(server.grpc_url.split("://")[1])
+    request = grpc_client.InferInput("input", [1_000_000, 1, 28, 28], "FP32")
+    request._raw_content = np.zeros((1, 1, 28, 28), np.float32).tobytes()  # what a hostile client sends
+    with pytest.raises(Exception, match="batch-size must be <= 1024") as caught:
+        client.infer(MODEL, [request])
+    assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert rss_bytes(pid) - before < 64 * 1024 * 1024  # 1,000,000 images would be 3 GB
+    client.close()
+
+
 OTHER_MODEL_PY = """
 import triton_python_backend_utils as pb_utils
 
