@@ -151,10 +151,8 @@ def _process_label(pid: int) -> str:
         return str(pid)
     if b"resource_tracker" in cmdline:
         name = "stub's resource tracker"
-    elif b"spawn_main" in cmdline:
-        name = "stub's tensor-store manager"  # PyTriton's shared-memory block manager, a multiprocessing child
     elif name.startswith("triton_python"):
-        name = "python-backend stub"
+        name = "python-backend stub (runs the model)"
     return f"{name} ({pid})"
 
 
@@ -171,8 +169,8 @@ def run_serving_soak(
     data_dir=None,
 ) -> SoakResult:
     """A local server under load for `seconds`: every response checked, the resident memory of the
-    server's processes and of this process (which runs the served backends and the clients)
-    sampled."""
+    server's processes (tritonserver, the stubs that run the model) and of this process (the
+    clients) sampled."""
     from toolkit.serve import LocalServer, check_serving_support, rss_bytes
 
     LoadConfig(concurrencies=(concurrency,), batch_sizes=batch_sizes, seconds=seconds)  # validates
@@ -187,7 +185,7 @@ def run_serving_soak(
         model = model_name(*pair)
         row = server_row(pair[0], pair[1], url, model, info.access_token)
         processes = {_process_label(pid): pid for pid in info.pids}
-        processes[f"this process: backends + clients ({os.getpid()})"] = os.getpid()
+        processes[f"this process: clients ({os.getpid()})"] = os.getpid()
         result = run_soak(row, images, reference, concurrency, batch_sizes, seconds, processes, rss_bytes,
                           int(rss_bound_mb * 1024 * 1024))
     result.stop = server.stop_report
