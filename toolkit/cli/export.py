@@ -42,6 +42,9 @@ from toolkit.files import paths
 @click.option("--max-batch", type=int, default=1024, show_default=True, help="tensorrt: profile maximum batch; triton: max_batch_size.")
 @click.option("--instances", type=int, default=1, show_default=True, help="triton: model instances per model (instance_group count).")
 @click.option("--max-queue-delay-us", type=int, default=100, show_default=True, help="triton: dynamic batcher's max queue delay.")
+@click.option("--runtime", type=click.Choice(["native", "python"]), default="native", show_default=True,
+              help="triton: native: Triton's onnxruntime/openvino/tensorrt backends; python: python-backend models running the ONNX file "
+                   "with the toolkit in Triton's stub (what `toolkit serve` runs; needs the toolkit where the server runs).")
 @_artifacts_option
 @click.option("--workspace-mb", type=int, default=1024, show_default=True, help="tensorrt: builder workspace limit (MiB).")
 @click.option("--strict-fp32", is_flag=True, help="tensorrt: disable TF32 so fp32 engines compute in true fp32.")
@@ -51,13 +54,15 @@ from toolkit.files import paths
 @click.option("--calibration-data", default=None,
               help="Another model's int8 calibration data: npz:FILE, imagefolder:DIR or script:FILE.py[:fn] (--calibration-images samples).")
 def export(fmt, precision, checkpoint, out_dir, calibration_images, calibration, percentile, min_batch, opt_batch, max_batch,
-           instances, max_queue_delay_us, artifacts_dir, workspace_mb, strict_fp32, data_dir, model_source, weights, input_specs,
+           instances, max_queue_delay_us, runtime, artifacts_dir, workspace_mb, strict_fp32, data_dir, model_source, weights, input_specs,
            output_names, num_classes, task, model_name, model_seed, pre_size, pre_resize, pre_channels, pre_mean, pre_std, pre_scale,
            calibration_data):
     """Export the checkpoint to ONNX (fp32, fp16, int8 and int8-cpu Q/DQ), build TensorRT engines
     (fp32, fp16, int8), or write a Triton model repository. A missing --out directory is created.
     --model exports another model (an ONNX file, a PyTorch factory, a torchvision architecture):
     its files are named after it and its spec is written as <out>/model.json."""
+    if fmt != "triton" and runtime != "native":
+        raise InputError("--runtime applies to the Triton repository", "use it with --format triton")
     if (fmt != "onnx" or precision in ("fp32", "fp16")) and (calibration != "minmax" or percentile is not None):
         raise InputError("--calibration applies to ONNX int8 and int8-cpu exports", "use --format onnx --precision int8|int8-cpu|all")
     other_model = model_source not in (None, "mnist-cnn")
@@ -86,7 +91,7 @@ def export(fmt, precision, checkpoint, out_dir, calibration_images, calibration,
         precisions = list(paths.ONNX_PRECISIONS) if precision == "all" else [precision]
         spec = read_spec(artifacts_dir)
         click.echo(format_repository(export_triton(precisions, artifacts_dir, out_dir if explicit_out else None, max_batch=max_batch,
-                                                   instances=instances, queue_delay_us=max_queue_delay_us,
+                                                   instances=instances, queue_delay_us=max_queue_delay_us, runtime=runtime,
                                                    **({"spec": spec} if spec.source != "mnist-cnn" else {}))))
         return
 
