@@ -244,3 +244,39 @@ def test_bench_tune_searches_another_models_settings_gated_by_its_own_gate(tmp_p
         assert entry["parity"]["status"] == "pass" and entry["parity"]["images"] == 64 and entry["parity"]["batch_sizes"] == [1, 64]
     else:
         assert entry["parity"]["status"] == "default settings"
+
+
+def test_two_inputs_and_two_outputs_through_serve_and_the_triton_client(tmp_path):
+    pytest.importorskip("tritonclient")
+    from toolkit.backends import registry
+    from toolkit.files.spec_file import read_spec
+    from toolkit.serve import LocalServer, ServeConfig, check_serving_support
+
+    try:
+        check_serving_support()
+    except Exception as exc:  # noqa: BLE001 - the serve extra's server is not here
+        pytest.skip(f"no local Triton server: {exc}")
+    model = two_io_model(tmp_path / "two.onnx")
+    art = tmp_path / "art"
+    assert run_cli("export", "--model", model, "--precision", "fp32", "--out", art).returncode == 0
+    spec = read_spec(art)
+    rng = np.random.default_rng(5)
+    feeds = {"image": rng.uniform(0, 1, size=(6, 1, 8, 8)).astype(np.float32), "features": rng.normal(size=(6, 6)).astype(np.float32)}
+    with registry.create_backend("onnxruntime", "fp32", art / "two.fp32.onnx", spec=spec) as local:
+        expected = local.run(feeds)
+    config = ServeConfig(pairs=(("onnxruntime", "fp32"),), http_port=0, grpc_port=0, metrics_port=0, artifacts_dir=str(art), threads=1)
+    with LocalServer(config) as server:
+        for url in (server.info.http_url, server.info.grpc_url):
+            with registry.create_backend("triton", "fp32", url=url, spec=spec) as remote:  # the model's name from the spec
+                got = remote.run(feeds)
+            assert set(got) == {"scores", "embedding"}
+            for name in got:
+                np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-6)
+        # The Triton client checks the served signature against the spec: another model's is refused.
+        other = read_spec(art)
+        import dataclasses
+
+        other = dataclasses.replace(other, outputs=other.outputs[:1])
+        with pytest.raises(Exception, match="signature"):
+            with registry.create_backend("triton", "fp32", url=server.info.http_url, spec=other, model="two_onnxruntime_fp32"):
+                pass

@@ -227,3 +227,39 @@ def test_diagnose_reads_the_factory_models_own_tensor_names(factory_run):
     assert len(report["images"]) == 120  # no flips in parity.json: the sample of others covers the 120 samples
     assert_one_line_error(run_cli("diagnose", "--backend", "onnxruntime", "--precision", "int8", "--artifacts", art, "--bisect",
                                   "--data", f"imagefolder:{root / 'val'}", "--out", root / "diag"), "--bisect", code=2)
+
+
+def test_the_factory_model_served_and_gated_through_the_server(factory_run):
+    """toolkit serve on another model's artifacts, and the gate through it (HTTP and gRPC); a bad
+    request is answered in one line and the server keeps serving."""
+    pytest.importorskip("tritonclient")
+    from toolkit.serve import LocalServer, ServeConfig, check_serving_support
+
+    try:
+        check_serving_support()
+    except Exception as exc:  # noqa: BLE001 - the serve extra's server is not here
+        pytest.skip(f"no local Triton server: {exc}")
+    root, art = factory_run
+    config = ServeConfig(pairs=(("onnxruntime", "int8"),), http_port=0, grpc_port=0, metrics_port=0, artifacts_dir=str(art), threads=1)
+    with LocalServer(config) as server:
+        info = server.info
+        (model,) = info.models
+        assert model.name == "resnetish_onnxruntime_int8"
+        for url in (info.http_url, info.grpc_url):
+            proc = run_cli("eval", "--backend", "triton", "--url", url, "--precision", "int8", "--artifacts", art,
+                           "--data", f"imagefolder:{root / 'val'}", "--report-dir", root / "served")
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            report = json.loads((root / "served" / "parity.json").read_text())
+            (pair,) = report["pairs"]
+            assert pair["backend"] == "triton" and pair["status"] == "pass" and report["labelled"] is True
+        import tritonclient.http as client
+
+        c = client.InferenceServerClient(info.http_url.removeprefix("http://"))
+        bad = client.InferInput("input", [1, 3, 16, 16], "FP32")
+        bad.set_data_from_numpy(np.full((1, 3, 16, 16), np.nan, np.float32))
+        with pytest.raises(Exception, match="NaN or Inf") as caught:
+            c.infer(model.name, [bad])
+        assert "Traceback" not in str(caught.value) and "/" not in str(caught.value).split("]")[-1].split(";")[0]
+        good = client.InferInput("input", [2, 3, 16, 16], "FP32")
+        good.set_data_from_numpy(np.zeros((2, 3, 16, 16), np.float32))
+        assert c.infer(model.name, [good]).as_numpy("logits").shape == (2, 3)

@@ -121,6 +121,19 @@ def _config_dtype(dtype) -> int:
     return getattr(mc, "TYPE_" + {"BYTES": "STRING"}.get(np_to_triton_dtype(dtype), np_to_triton_dtype(dtype)))
 
 
+def triton_spec(spec):
+    """`spec` with its tensors named as the repository names them (what the copied ONNX and the
+    config say)."""
+    import dataclasses
+
+    names = triton_names(spec)
+    task = spec.task
+    if task.output is not None:
+        task = dataclasses.replace(task, output=names[task.output])
+    return dataclasses.replace(spec, inputs=tuple(dataclasses.replace(t, name=names[t.name]) for t in spec.inputs),
+                               outputs=tuple(dataclasses.replace(t, name=names[t.name]) for t in spec.outputs), task=task)
+
+
 def _renamed_for_triton(data: bytes, spec) -> bytes:
     """The model file with its graph inputs and outputs renamed as the config names them (only the
     names change: every node that reads or writes them follows)."""
@@ -318,6 +331,8 @@ def export_triton(
         config_file = out / name / "config.pbtxt"
         sha = store.sha256_bytes(data)  # of the bytes checked above, which are the bytes written
         python = python_parameters(target, threads, sys_path) if runtime == "python" else None
+        if python is not None and spec is not None:  # the stub checks requests against the model's spec, by the repository's names
+            python["toolkit_model_spec"] = triton_spec(spec).to_json()
         text = config_text(_model_config(name, target, precision, sha, max_batch, instances, queue_delay_us, source.name, python, spec))
         for d in (model_file.parent, config_file.parent):
             d.mkdir(parents=True, exist_ok=True)

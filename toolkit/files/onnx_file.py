@@ -141,14 +141,14 @@ def metadata(model) -> dict:
     return {p.key: p.value for p in model.metadata_props}
 
 
-def check_record(path: str | os.PathLike, precision: str, sha256: str | None = None):
+def check_record(path: str | os.PathLike, precision: str, sha256: str | None = None, spec=MNIST_CNN_SPEC):
     """A checked file that is what it is served as: the precision its metadata records is
     `precision`, and its bytes are the ones a manifest or config recorded (`sha256`, when given).
     Returns the parsed model; ModelFileError otherwise."""
     from toolkit.files.store import sha256_file
 
     p = Path(path)
-    model = load_checked(p)
+    model = load_checked(p, spec)
     recorded = metadata(model).get("precision")
     if recorded != precision:
         raise ModelFileError(f"{p} records precision {recorded or 'none'}, and is served as {precision}",

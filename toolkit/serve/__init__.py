@@ -206,7 +206,8 @@ class LocalServer:
         for pair in planned:
             result = export_triton([pair.precision], Path(pair.model_path).parent, repository, targets=[pair.backend],
                                    max_batch=cfg.max_batch, instances=cfg.instances, queue_delay_us=cfg.max_queue_delay_us,
-                                   runtime="python", threads=cfg.threads, write_kubernetes=False)
+                                   runtime="python", threads=cfg.threads, write_kubernetes=False,
+                                   **({} if pair.spec is None else {"spec": pair.spec}))
             (written,) = [m for m in result.models if m.precision == pair.precision]
             models.append(ServedModel(written.name, pair.backend, pair.precision, str(pair.model_path), runtime_version(pair.backend)))
         return repository, tuple(models)

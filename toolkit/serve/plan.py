@@ -33,26 +33,30 @@ def plan(config) -> list[registry.PlannedPair]:
                              "pass --backend onnxruntime or openvino")
     backends = sorted({b for b, _ in config.pairs})
     precisions = sorted({p for _, p in config.pairs})
-    planned = {(p.backend, p.precision): p for p in registry.plan_pairs(backends, precisions, config.checkpoint, config.artifacts_dir)}
+    from toolkit.files.spec_file import read_spec
+
+    spec = read_spec(config.artifacts_dir)  # another model's artifacts: its spec (model.json); else the built-in's
+    planned = {(p.backend, p.precision): p for p in registry.plan_pairs(backends, precisions, config.checkpoint, config.artifacts_dir,
+                                                                        **registry.spec_kw(spec))}
     out = []
     for pair in config.pairs:
         if pair not in planned:
             raise InputError(f"backend {pair[0]} does not run {pair[1]}", "see `toolkit info` for which backend runs which precision")
         if not planned[pair].available:
             raise UnavailableError(f"backend {pair[0]} is unavailable: {planned[pair].reason}")
-        check_served_file(Path(planned[pair].model_path), pair[1], Path(config.artifacts_dir))
+        check_served_file(Path(planned[pair].model_path), pair[1], Path(config.artifacts_dir), planned[pair].spec)
         out.append(planned[pair])
     return out
 
 
-def check_served_file(path: Path, precision: str, artifacts_dir: Path) -> None:
+def check_served_file(path: Path, precision: str, artifacts_dir: Path, spec=None) -> None:
     """The file is what it is served as: its recorded precision, and its bytes as the artifacts'
     manifest recorded them (when it has an entry for the file)."""
     from toolkit.files.onnx_file import check_record
     from toolkit.files.store import _manifest_key, read_manifest
 
     entry = read_manifest(artifacts_dir)["artifacts"].get(_manifest_key(path, artifacts_dir))
-    check_record(path, precision, entry["sha256"] if entry else None)
+    check_record(path, precision, entry["sha256"] if entry else None, **({} if spec is None else {"spec": spec}))
 
 
 def repository_models(repository: Path) -> tuple[ServedModel, ...]:

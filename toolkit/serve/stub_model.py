@@ -23,6 +23,7 @@ import numpy as np
 from toolkit.errors import ToolkitError
 from toolkit.files.onnx_file import check_record
 from toolkit.model import INPUT_NAME, OUTPUT_NAME, validate_batch
+from toolkit.spec import ModelSpec
 
 MAX_MESSAGE = 200
 RUNTIME_FAILURE = "the model failed to run this batch; the server's log has the details"
@@ -50,12 +51,17 @@ class StubModel:
         self.name = config.get("name", "")
         threads = int(params.get("toolkit_threads") or 0) or None
         model_file = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
+        # Another model than the built-in: its spec, with the repository's tensor names.
+        self.spec = ModelSpec.from_json(params["toolkit_model_spec"]) if params.get("toolkit_model_spec") else None
+        model = {} if self.spec is None else {"spec": self.spec}
         # The file must be what the config says it is: a swapped or re-labelled file is not served.
-        check_record(model_file, params["toolkit_precision"], params.get("model_sha256") or None)
-        self.backend = registry.create_backend(params["toolkit_backend"], params["toolkit_precision"], model_file, threads=threads)
+        check_record(model_file, params["toolkit_precision"], params.get("model_sha256") or None, **model)
+        self.backend = registry.create_backend(params["toolkit_backend"], params["toolkit_precision"], model_file, threads=threads, **model)
         self.backend.load()
 
     def execute(self, requests) -> list:
+        if self.spec is not None:
+            return self._execute_spec(requests)
         pb = self.pb
         responses: list = [None] * len(requests)
         good: list[int] = []
@@ -85,6 +91,45 @@ class StubModel:
         for i, batch in zip(good, batches, strict=True):
             end = start + batch.shape[0]
             responses[i] = pb.InferenceResponse(output_tensors=[pb.Tensor(OUTPUT_NAME, logits[start:end])])
+            start = end
+        return responses
+
+    def _execute_spec(self, requests) -> list:
+        """Another model: every input of every request checked against the spec (a bad request is
+        answered alone, in one line), the good ones run as one batch, every output sliced back."""
+        pb, spec = self.pb, self.spec
+        responses: list = [None] * len(requests)
+        good: list[int] = []
+        feeds: list[dict] = []
+        for i, request in enumerate(requests):
+            try:
+                given = {}
+                for t in spec.inputs:
+                    tensor = pb.get_input_tensor_by_name(request, t.name)
+                    if tensor is None:
+                        raise ToolkitError(f"the request has no input {t.name!r}", f"send every input: {', '.join(x.name for x in spec.inputs)}")
+                    given[t.name] = tensor.as_numpy()
+                feeds.append(spec.validate_feeds(given))
+            except ToolkitError as exc:
+                responses[i] = pb.InferenceResponse(error=pb.TritonError(one_line(exc), pb.TritonError.INVALID_ARG))
+                continue
+            good.append(i)
+        if not feeds:
+            return responses
+        merged = {k: feeds[0][k] if len(feeds) == 1 else np.concatenate([f[k] for f in feeds]) for k in feeds[0]}
+        try:
+            out = self.backend.run_trusted(merged[spec.inputs[0].name] if self.backend.single else merged)
+            out = out if isinstance(out, dict) else {spec.outputs[0].name: out}
+        except Exception as exc:  # noqa: BLE001 - any runtime failure: logged here, one fixed line to the clients
+            pb.Logger.log_error(f"{self.name}: {type(exc).__name__}: {one_line(exc)}")
+            for i in good:
+                responses[i] = pb.InferenceResponse(error=pb.TritonError(RUNTIME_FAILURE, pb.TritonError.INTERNAL))
+            return responses
+        start = 0
+        for i, f in zip(good, feeds, strict=True):
+            end = start + next(iter(f.values())).shape[0]
+            responses[i] = pb.InferenceResponse(output_tensors=[pb.Tensor(t.name, np.ascontiguousarray(out[t.name][start:end]))
+                                                                for t in spec.outputs])
             start = end
         return responses
 
