@@ -280,3 +280,18 @@ def test_two_inputs_and_two_outputs_through_serve_and_the_triton_client(tmp_path
         with pytest.raises(Exception, match="signature"):
             with registry.create_backend("triton", "fp32", url=server.info.http_url, spec=other, model="two_onnxruntime_fp32"):
                 pass
+
+
+def test_the_built_in_model_on_other_data_than_mnist_takes_the_gate_for_any_model(tmp_path):
+    from helpers import DATA_DIR
+
+    from toolkit.data import load_split_uint8, to_model_input
+
+    x, y = load_split_uint8("test", DATA_DIR)
+    np.savez(tmp_path / "digits.npz", input=to_model_input(x[:64]), labels=y[:64].astype(np.int64))
+    proc = run_cli("eval", "--artifacts", REFERENCE, "--checkpoint", REFERENCE / "mnist_cnn.pt", "--data", f"npz:{tmp_path / 'digits.npz'}",
+                   "--backend", "pytorch,onnxruntime", "--precision", "fp32", "--report-dir", tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((tmp_path / "parity.json").read_text())
+    assert report["reference"] == "pytorch fp32 (cpu)" and report["labelled"] and report["images"] == 64
+    assert {p["backend"] for p in report["pairs"]} == {"pytorch", "onnxruntime"}

@@ -53,6 +53,9 @@ SPECS: tuple[BackendSpec, ...] = (
                 "pip install 'toolkit[serve]'"),
 )
 BY_NAME = {s.name: s for s in SPECS}
+# Backends whose engines or optimization profiles are built for the built-in CNN's input only so far
+# (TensorRT's): another model's pairs are planned as skipped, with that reason.
+BUILTIN_ONLY = ("onnxruntime-trt",)
 
 
 def backend_names() -> list[str]:
@@ -264,8 +267,9 @@ def plan_pairs(backends: list[str] | None, precisions: list[str] | None, checkpo
                     pass
             planned.append(PlannedPair(name, precision, url, st.available, st.reason, options, model))
             continue
-        if model is not None and spec.reads == "checkpoint":
-            why = f"backend {name} runs the built-in CNN only; {model.name}'s PyTorch fp32 run is the gate's reference"
+        if model is not None and (spec.reads in ("checkpoint", "engine") or name in BUILTIN_ONLY):
+            why = (f"backend {name} runs the built-in CNN only; {model.name}'s PyTorch fp32 run is the gate's reference"
+                   if spec.reads == "checkpoint" else f"backend {name} runs the built-in CNN only so far (its engines and profiles)")
             if name in (backends or []):
                 raise InputError(why, "drop it from --backend")
             planned.append(PlannedPair(name, precision, "", False, why, spec=model))
