@@ -87,6 +87,24 @@ class Warmup:
         return f"{self.seconds:g} s" if self.seconds else f"{self.count} calls"
 
 
+# Bytes one image costs a benchmark at its largest batch: the uint8 test images it is cut from,
+# the float32 batch, one float32 copy a runtime makes of it, and the (N, 10) float32 logits.
+BYTES_PER_IMAGE = 28 * 28 * (1 + 4 + 4) + 10 * 4
+
+
+def check_batch_memory(batch_sizes, available: int | None = None) -> None:
+    """Refuse, before any work, a batch size whose arrays cannot fit in the memory left."""
+    from toolkit import env
+
+    largest = max(batch_sizes)
+    needed = largest * BYTES_PER_IMAGE
+    available = env.available_memory_bytes() if available is None else available
+    if available is not None and needed > available:
+        raise InputError(f"batch size {largest} needs about {needed / 2**30:.1f} GiB for its arrays, "
+                         f"this machine has {available / 2**30:.1f} GiB available",
+                         "pass smaller --batch-sizes (e.g. 1,256)")
+
+
 @dataclass(frozen=True)
 class BenchConfig:
     batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
@@ -112,6 +130,7 @@ class BenchConfig:
             object.__setattr__(self, "tuned", load_tuned(self.tuned))
         if not self.batch_sizes or any(not isinstance(b, int) or isinstance(b, bool) or b <= 0 for b in self.batch_sizes):
             raise InputError(f"batch sizes must be positive integers, got {list(self.batch_sizes)}", "pass e.g. --batch-sizes 1,8,32")
+        check_batch_memory(self.batch_sizes)
         if self.iterations < 1:
             raise InputError(f"--iterations must be at least 1, got {self.iterations}", "pass e.g. --iterations 100")
         if not math.isfinite(self.min_seconds) or self.min_seconds < 0:

@@ -90,6 +90,8 @@ def export(fmt, precision, checkpoint, out_dir, calibration_images, calibration,
               help="Also write each pair's logits with their provenance to DIR (.npz), to gate them elsewhere.")
 @click.option("--load-outputs", type=click.Path(file_okay=False), default=None,
               help="Gate the logits saved in DIR by --save-outputs (e.g. on a GPU machine) instead of running backends.")
+@click.option("--sign-key", type=click.Path(dir_okay=False), default=None,
+              help="A key file: sign the --save-outputs (HMAC-SHA256), or refuse --load-outputs not signed with it.")
 @_triton_url_option
 @_triton_model_option
 @_triton_timeout_option
@@ -97,7 +99,7 @@ def export(fmt, precision, checkpoint, out_dir, calibration_images, calibration,
 @_artifacts_option
 @_data_dir_option
 def eval_cmd(backends, precisions, batch_sizes, min_accuracy, max_logit_diff, min_agreement, do_export, threads, limit, report_dir,
-             save_outputs, load_outputs, url, model, timeout, checkpoint, artifacts_dir, data_dir):
+             save_outputs, load_outputs, sign_key, url, model, timeout, checkpoint, artifacts_dir, data_dir):
     """Accuracy parity: the full test set through every available (backend, precision) pair."""
     from toolkit.files.store import check_writable_dir
     from toolkit.parity import override_tolerances, run_gate
@@ -119,7 +121,7 @@ def eval_cmd(backends, precisions, batch_sizes, min_accuracy, max_logit_diff, mi
         checkpoint=checkpoint, artifacts_dir=artifacts_dir, backends=backend_list, precisions=precision_list,
         batch_sizes=sizes, tolerances=override_tolerances(max_logit_diff, min_agreement), min_accuracy=min_accuracy,
         data_dir=data_dir, threads=threads, limit=limit, save_outputs=save_outputs, load_outputs=load_outputs,
-        endpoint=_endpoint(url, model, timeout),
+        endpoint=_endpoint(url, model, timeout), sign_key=sign_key,
     )
     json_path, md_path = write_parity_reports(report, report_dir)
     click.echo(format_parity(report))

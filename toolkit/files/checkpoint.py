@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 from toolkit.errors import CheckpointError
-from toolkit.files.paths import DEFAULT_CHECKPOINT
+from toolkit.files.paths import DEFAULT_CHECKPOINT, not_a_file
 
 MAX_CHECKPOINT_BYTES = 64 * 1024 * 1024  # the model has 28,938 parameters (~116 KB)
 
@@ -37,8 +37,8 @@ def load_state_dict(path: str | os.PathLike) -> dict:
     import torch
 
     p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"checkpoint {p} does not exist", "train one with `toolkit train` or pass --checkpoint")
+    if problem := not_a_file(p):
+        raise CheckpointError(f"checkpoint {p} {problem}", "train one with `toolkit train` or pass --checkpoint")
     size = p.stat().st_size
     if size == 0:
         raise CheckpointError(f"checkpoint {p} is empty", "re-create it with `toolkit train`")

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from toolkit.errors import ModelFileError
+from toolkit.files.paths import not_a_file
 from toolkit.model import IMAGE_SHAPE, NUM_CLASSES
 
 MAX_ONNX_BYTES = 16 * 1024 * 1024  # fp32 model is ~120 KB
@@ -28,8 +29,8 @@ def load_checked(path: str | os.PathLike):
     from google.protobuf.message import DecodeError
 
     p = Path(path)
-    if not p.is_file():
-        raise ModelFileError(f"ONNX file {p} does not exist", "export it with `toolkit export --format onnx`")
+    if problem := not_a_file(p):
+        raise ModelFileError(f"ONNX file {p} {problem}", "export it with `toolkit export --format onnx`")
     size = p.stat().st_size
     if size == 0:
         raise ModelFileError(f"ONNX file {p} is empty", _fix(p))
