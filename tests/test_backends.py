@@ -137,3 +137,89 @@ def test_read_only_batches_work(name, exported_dir, checkpoint):
     frozen.setflags(write=False)
     with registry.create_backend(name, "fp32", path) as backend:
         np.testing.assert_allclose(backend.run(frozen), backend.run(x), atol=1e-6)
+
+
+# --- the triton client against a fake server (no server process: the checks themselves) --------
+
+class FakeTriton:
+    """Answers as a Triton server's client would for one model; `signature` and `parameters` vary."""
+
+    def __init__(self, inputs=("input", "FP32", [-1, 1, 28, 28]), outputs=("logits", "FP32", [-1, 10]), parameters=None):
+        self.meta = {"inputs": [dict(zip(("name", "datatype", "shape"), inputs))],
+                     "outputs": [dict(zip(("name", "datatype", "shape"), outputs))]}
+        self.config = {"max_batch_size": 1024, "parameters": parameters or {}}
+        self.closed = False
+
+    def is_server_live(self, **_):
+        return True
+
+    def get_model_metadata(self, model, **_):
+        return self.meta
+
+    def is_model_ready(self, model, **_):
+        return True
+
+    def get_model_config(self, model, **_):
+        return self.config
+
+    def get_server_metadata(self, **_):
+        return {"version": "2.99.0"}
+
+    def close(self):
+        self.closed = True
+
+
+def _fake_server(monkeypatch, fake):
+    from toolkit.backends import triton
+
+    monkeypatch.setattr(triton.TritonBackend, "_connect", lambda self: fake)
+    monkeypatch.setattr(registry, "status", lambda name: registry.BackendStatus(name, True, "", "remote", ("fp32",)))
+
+
+@pytest.mark.parametrize("change", [
+    dict(inputs=("input", "FP16", [-1, 1, 28, 28])),   # the input's dtype alone
+    dict(inputs=("input", "FP32", [-1, 28, 28])),      # the input's dims alone
+    dict(inputs=("input", "FP32", [-1, 1, 28, 29])),
+    dict(outputs=("logits", "FP64", [-1, 10])),        # the output's dtype alone
+    dict(outputs=("logits", "FP32", [-1, 11])),        # the output's dims alone
+    dict(outputs=("probs", "FP32", [-1, 10])),         # the output's name alone
+])
+def test_triton_client_refuses_a_signature_that_differs_in_one_field(change, monkeypatch):
+    from toolkit.backends.triton import TritonBackend
+    from toolkit.errors import ModelFileError
+
+    fake = FakeTriton(**change)
+    _fake_server(monkeypatch, fake)
+    backend = TritonBackend(None, "fp32", url="http://127.0.0.1:8000", model="served")
+    with pytest.raises(ModelFileError, match="has signature .* expected input FP32 \\[-1, 1, 28, 28\\] -> logits FP32 \\[-1, 10\\]"):
+        backend.load()
+    assert fake.closed and backend.client is None
+
+
+def test_triton_client_accepts_the_toolkit_signature(monkeypatch):
+    from toolkit.backends.triton import TritonBackend
+
+    _fake_server(monkeypatch, FakeTriton())
+    with TritonBackend(None, "fp32", url="http://127.0.0.1:8000", model="served") as backend:
+        assert backend.max_batch == 1024 and backend.server_version == "2.99.0"
+
+
+@pytest.mark.parametrize("parameters, model, expected", [
+    ({"toolkit_precision": {"string_value": "fp16"}}, "served", "fp16"),           # the server's configuration says
+    ({"toolkit_precision": {"string_value": "int8"}}, "mnist_openvino_int8", "int8"),
+    ({}, "mnist_onnxruntime_fp16", "fp16"),                                         # else the toolkit's model name
+])
+def test_eval_with_model_and_no_precision_reads_the_precision_from_the_server(parameters, model, expected, monkeypatch, checkpoint):
+    _fake_server(monkeypatch, FakeTriton(parameters=parameters))
+    planned = registry.plan_pairs(["triton"], None, checkpoint, endpoint={"url": "http://127.0.0.1:8000", "model": model, "timeout_s": 5.0})
+    assert [(p.backend, p.precision, p.available) for p in planned] == [("triton", expected, True)]
+    assert planned[0].options["model"] == model
+
+
+def test_a_served_model_that_records_no_precision_asks_for_one(monkeypatch, checkpoint):
+    _fake_server(monkeypatch, FakeTriton())
+    with pytest.raises(InputError, match="'served' at http://127.0.0.1:8000 does not record its precision.*pass --precision"):
+        registry.plan_pairs(["triton"], None, checkpoint, endpoint={"url": "http://127.0.0.1:8000", "model": "served"})
+    # With --precision it is used as given.
+    planned = registry.plan_pairs(["triton"], ["fp32"], checkpoint, endpoint={"url": "http://127.0.0.1:8000", "model": "served"})
+    assert [(p.backend, p.precision) for p in planned] == [("triton", "fp32")]
