@@ -145,8 +145,8 @@ class FakeTriton:
     """Answers as a Triton server's client would for one model; `signature` and `parameters` vary."""
 
     def __init__(self, inputs=("input", "FP32", [-1, 1, 28, 28]), outputs=("logits", "FP32", [-1, 10]), parameters=None):
-        self.meta = {"inputs": [dict(zip(("name", "datatype", "shape"), inputs))],
-                     "outputs": [dict(zip(("name", "datatype", "shape"), outputs))]}
+        self.meta = {"inputs": [dict(zip(("name", "datatype", "shape"), inputs, strict=True))],
+                     "outputs": [dict(zip(("name", "datatype", "shape"), outputs, strict=True))]}
         self.config = {"max_batch_size": 1024, "parameters": parameters or {}}
         self.closed = False
 
