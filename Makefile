@@ -56,7 +56,7 @@ bench-train: $(STAMP)
 	$(TOOLKIT) bench-train
 
 # 60 s of load through a local Triton server (concurrency 16, mixed batch sizes): every response
-# checked against in-process logits, the server's memory watched (README, Deployment).
+# checked against in-process logits, the server's memory watched (docs/deployment.md).
 soak: $(STAMP)
 	$(TOOLKIT) soak --duration 60 --concurrency 16 --batch-sizes 1,8,64
 
@@ -65,7 +65,7 @@ serve-bench: $(STAMP)
 	$(TOOLKIT) bench --serve --concurrency 1,4,16 --batch-sizes 1,256 --duration 3 --out artifacts/bench-serve
 
 # Mutation testing of the functions that carry the guarantees (mutmut 3, installed on first use; test
-# selection and settings in pyproject.toml [tool.mutmut]; README: Mutation testing). About 20-30
+# selection and settings in pyproject.toml [tool.mutmut]; docs/mutation.md). About 20-30
 # minutes on 2 cores; every listed mutant is tested again on each run (results land in mutants/,
 # `mutmut show <name>` prints one). A subset: make mutate MUTANTS='toolkit.compare.*'
 MUTANTS ?= toolkit.compare.* toolkit.parity.x_judge_pair* toolkit.parity.x_tolerance_key* \
@@ -89,7 +89,7 @@ mutate: data
 trt-check:
 	../shared/tools/trt-api-check toolkit
 
-# --- a machine with an NVIDIA GPU (README, GPU and TensorRT) ---------------------------------------
+# --- a machine with an NVIDIA GPU (docs/gpu-tensorrt.md) --------------------------------------
 # One CUDA stack in its own environment: CUDA=12 (driver r535+) or CUDA=13 (driver r580+).
 # The CPU onnxruntime (a core dependency) and onnxruntime-gpu share the onnxruntime/ folder, so
 # gpu-install removes the CPU one, then restores the files of the GPU build it overwrote (same

@@ -3,7 +3,7 @@
 Each test builds reference and candidate logits whose accuracy, agreement, logit difference and
 batch-size behaviour are known by construction, and checks that the verdict passes exactly when
 every limit holds, at the limit included, and names the limit it breaks otherwise. These are the
-fast tests `make mutate` runs against the gate (see README, Mutation testing).
+fast tests `make mutate` runs against the gate (see docs/mutation.md).
 """
 
 from __future__ import annotations
