@@ -62,6 +62,15 @@ def available_memory_bytes() -> int | None:
     return min(found) if found else None
 
 
+def check_memory(needed: int, what: str, fix: str, available: int | None = None) -> None:
+    """InputError when `what` needs more bytes than are available (unknown: not refused)."""
+    from toolkit.errors import InputError
+
+    available = available_memory_bytes() if available is None else available
+    if available is not None and needed > available:
+        raise InputError(f"{what} needs about {needed / 2**30:.1f} GiB for its arrays, this machine has {available / 2**30:.1f} GiB available", fix)
+
+
 def load_average() -> list[float] | None:
     try:
         return [round(v, 2) for v in os.getloadavg()]

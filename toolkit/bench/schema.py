@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from toolkit import env
 from toolkit.errors import InputError
 from toolkit.files.store import to_jsonable
 from toolkit.stats import percentile
@@ -87,22 +88,12 @@ class Warmup:
         return f"{self.seconds:g} s" if self.seconds else f"{self.count} calls"
 
 
-# Bytes one image costs a benchmark at its largest batch: the uint8 test images it is cut from,
-# the float32 batch, one float32 copy a runtime makes of it, and the (N, 10) float32 logits.
-BYTES_PER_IMAGE = 28 * 28 * (1 + 4 + 4) + 10 * 4
+BYTES_PER_IMAGE = 28 * 28 * (1 + 4 + 4) + 10 * 4  # uint8 source, float32 batch, a runtime's copy, logits
 
 
 def check_batch_memory(batch_sizes, available: int | None = None) -> None:
     """Refuse, before any work, a batch size whose arrays cannot fit in the memory left."""
-    from toolkit import env
-
-    largest = max(batch_sizes)
-    needed = largest * BYTES_PER_IMAGE
-    available = env.available_memory_bytes() if available is None else available
-    if available is not None and needed > available:
-        raise InputError(f"batch size {largest} needs about {needed / 2**30:.1f} GiB for its arrays, "
-                         f"this machine has {available / 2**30:.1f} GiB available",
-                         "pass smaller --batch-sizes (e.g. 1,256)")
+    env.check_memory(max(batch_sizes) * BYTES_PER_IMAGE, f"batch size {max(batch_sizes)}", "pass smaller --batch-sizes (e.g. 1,256)", available)
 
 
 @dataclass(frozen=True)
