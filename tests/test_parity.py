@@ -404,3 +404,33 @@ def test_saved_outputs_are_checked_against_the_directory_manifest(signed_outputs
         _load(d, checkpoint)
     (d / "manifest.json").unlink()  # no manifest: nothing to check against
     assert _load(d, checkpoint)[0].backend == "onnxruntime"
+
+
+def test_saved_outputs_round_trip_in_process_signed_and_not(tmp_path):
+    """save_outputs -> load_outputs keeps every array bit for bit and the provenance; a signature
+    is written only with a key and checked only with one."""
+    from toolkit.files import outputs as saved
+
+    rng = np.random.default_rng(3)
+    logits = {1: rng.normal(size=(20, 10)).astype(np.float32), 64: rng.normal(size=(20, 10)).astype(np.float32)}
+    key = bytes(range(16))
+    (tmp_path / "signed").mkdir()
+    (tmp_path / "unsigned").mkdir()
+    out = saved.SavedOutputs("openvino", "int8", logits, {"checkpoint_sha256": "c" * 64, "device": "cpu"})
+    path = saved.save_outputs(tmp_path / "signed", out, key=key)
+    assert path == tmp_path / "signed" / "openvino-int8.npz" and (tmp_path / "signed" / "manifest.json").is_file()
+    saved.check_manifest(path)
+    for with_key in (key, None):
+        back = saved.load_outputs(path, with_key)
+        assert (back.backend, back.precision) == ("openvino", "int8") and back.provenance["device"] == "cpu"
+        assert sorted(back.logits) == [1, 64] and all(np.array_equal(back.logits[b], logits[b]) for b in logits)
+        assert back.provenance["logits_sha256"] == {str(b): saved.logits_digest(x) for b, x in logits.items()}
+    with np.load(path, allow_pickle=False) as npz:
+        assert str(npz["signature"]) == saved.sign(str(npz["provenance"]), key)
+    unsigned = saved.save_outputs(tmp_path / "unsigned", out)
+    with np.load(unsigned, allow_pickle=False) as npz:
+        assert "signature" not in npz.files
+    with pytest.raises(InputError, match="is not signed"):
+        saved.load_outputs(unsigned, key)
+    with pytest.raises(InputError, match="this key did not make"):
+        saved.load_outputs(path, bytes(range(1, 17)))
