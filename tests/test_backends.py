@@ -144,26 +144,35 @@ def test_read_only_batches_work(name, exported_dir, checkpoint):
 class FakeTriton:
     """Answers as a Triton server's client would for one model; `signature` and `parameters` vary."""
 
-    def __init__(self, inputs=("input", "FP32", [-1, 1, 28, 28]), outputs=("logits", "FP32", [-1, 10]), parameters=None):
+    def __init__(self, inputs=("input", "FP32", [-1, 1, 28, 28]), outputs=("logits", "FP32", [-1, 10]), parameters=None,
+                 models=("served",), ready=True, grpc=False):
         self.meta = {"inputs": [dict(zip(("name", "datatype", "shape"), inputs, strict=True))],
                      "outputs": [dict(zip(("name", "datatype", "shape"), outputs, strict=True))]}
         self.config = {"max_batch_size": 1024, "parameters": parameters or {}}
+        self.models, self.ready, self.grpc = set(models), ready, grpc
+        self.calls = []  # (method, model, keyword arguments)
         self.closed = False
 
-    def is_server_live(self, **_):
-        return True
+    def _answer(self, method, model, kwargs, value):
+        self.calls.append((method, model, dict(kwargs)))
+        if model is not None and model not in self.models:
+            raise RuntimeError(f"[StatusCode.NOT_FOUND] Request for unknown model: '{model}' is not found")
+        return {"config": value} if self.grpc and method == "get_model_config" else value
 
-    def get_model_metadata(self, model, **_):
-        return self.meta
+    def is_server_live(self, **kwargs):
+        return self._answer("is_server_live", None, kwargs, True)
 
-    def is_model_ready(self, model, **_):
-        return True
+    def get_model_metadata(self, model, **kwargs):
+        return self._answer("get_model_metadata", model, kwargs, self.meta)
 
-    def get_model_config(self, model, **_):
-        return self.config
+    def is_model_ready(self, model, **kwargs):
+        return self._answer("is_model_ready", model, kwargs, self.ready)
 
-    def get_server_metadata(self, **_):
-        return {"version": "2.99.0"}
+    def get_model_config(self, model, **kwargs):
+        return self._answer("get_model_config", model, kwargs, self.config)
+
+    def get_server_metadata(self, **kwargs):
+        return self._answer("get_server_metadata", None, kwargs, {"version": "2.99.0"})
 
     def close(self):
         self.closed = True
@@ -199,9 +208,44 @@ def test_triton_client_refuses_a_signature_that_differs_in_one_field(change, mon
 def test_triton_client_accepts_the_toolkit_signature(monkeypatch):
     from toolkit.backends.triton import TritonBackend
 
-    _fake_server(monkeypatch, FakeTriton())
+    fake = FakeTriton()
+    _fake_server(monkeypatch, fake)
     with TritonBackend(None, "fp32", url="http://127.0.0.1:8000", model="served") as backend:
         assert backend.max_batch == 1024 and backend.server_version == "2.99.0"
+    # HTTP: every model request names the model; no gRPC-only arguments.
+    assert [c[:2] for c in fake.calls] == [("is_server_live", None), ("get_model_metadata", "served"), ("is_model_ready", "served"),
+                                           ("get_model_config", "served"), ("get_server_metadata", None)]
+    assert all(c[2] == {} for c in fake.calls)
+
+
+def test_triton_client_over_grpc_asks_for_json_with_a_timeout(monkeypatch):
+    from toolkit.backends.triton import TritonBackend
+
+    fake = FakeTriton(grpc=True, parameters={"toolkit_precision": {"string_value": "fp32"}})
+    _fake_server(monkeypatch, fake)
+    with TritonBackend(None, "fp32", url="grpc://127.0.0.1:8001", model="served", timeout_s=7.0) as backend:
+        assert backend.max_batch == 1024 and backend.server_version == "2.99.0"  # the config unwrapped
+    kwargs = {c[0]: c[2] for c in fake.calls}
+    assert kwargs["get_model_metadata"] == {"as_json": True, "client_timeout": 7.0}
+    assert kwargs["get_model_config"] == kwargs["get_server_metadata"] == {"as_json": True, "client_timeout": 7.0}
+    assert kwargs["is_model_ready"] == kwargs["is_server_live"] == {"client_timeout": 7.0}
+
+
+@pytest.mark.parametrize("fake, precision, model, error, needle", [
+    (dict(models=("other",)), "fp32", "served", "InputError", "model 'served' is not served at http://127.0.0.1:8000"),
+    (dict(ready=False), "fp32", "served", "InputError", "model 'served' at http://127.0.0.1:8000 is not ready"),
+    (dict(models=("mnist_onnxruntime_fp16",)), "fp32", "mnist_onnxruntime_fp16", "InputError", "is fp16 (by its name), not fp32"),
+    (dict(parameters={"toolkit_precision": {"string_value": "int8"}}), "fp32", "served", "InputError", "'served' at http://127.0.0.1:8000 is int8, not fp32"),
+])
+def test_triton_client_refuses_a_model_that_is_not_the_one_asked_for(fake, precision, model, error, needle, monkeypatch):
+    from toolkit.backends.triton import TritonBackend
+
+    server = FakeTriton(**fake)
+    _fake_server(monkeypatch, server)
+    with pytest.raises(Exception) as err:
+        TritonBackend(None, precision, url="http://127.0.0.1:8000", model=model).load()
+    assert type(err.value).__name__ == error and needle in str(err.value), str(err.value)
+    assert server.closed
 
 
 @pytest.mark.parametrize("parameters, model, expected", [
@@ -210,7 +254,7 @@ def test_triton_client_accepts_the_toolkit_signature(monkeypatch):
     ({}, "mnist_onnxruntime_fp16", "fp16"),                                         # else the toolkit's model name
 ])
 def test_eval_with_model_and_no_precision_reads_the_precision_from_the_server(parameters, model, expected, monkeypatch, checkpoint):
-    _fake_server(monkeypatch, FakeTriton(parameters=parameters))
+    _fake_server(monkeypatch, FakeTriton(parameters=parameters, models=(model,)))
     planned = registry.plan_pairs(["triton"], None, checkpoint, endpoint={"url": "http://127.0.0.1:8000", "model": model, "timeout_s": 5.0})
     assert [(p.backend, p.precision, p.available) for p in planned] == [("triton", expected, True)]
     assert planned[0].options["model"] == model
