@@ -151,12 +151,13 @@ class FakeTriton:
         self.config = {"max_batch_size": 1024, "parameters": parameters or {}}
         self.models, self.ready, self.grpc = set(models), ready, grpc
         self.calls = []  # (method, model, keyword arguments)
+        self.not_found = lambda model: RuntimeError(f"[StatusCode.NOT_FOUND] Request for unknown model: '{model}' is not found")
         self.closed = False
 
     def _answer(self, method, model, kwargs, value):
         self.calls.append((method, model, dict(kwargs)))
         if model is not None and model not in self.models:
-            raise RuntimeError(f"[StatusCode.NOT_FOUND] Request for unknown model: '{model}' is not found")
+            raise self.not_found(model)
         return {"config": value} if self.grpc and method == "get_model_config" else value
 
     def is_server_live(self, **kwargs):
@@ -216,6 +217,44 @@ def test_triton_client_accepts_the_toolkit_signature(monkeypatch):
     assert [c[:2] for c in fake.calls] == [("is_server_live", None), ("get_model_metadata", "served"), ("is_model_ready", "served"),
                                            ("get_model_config", "served"), ("get_server_metadata", None)]
     assert all(c[2] == {} for c in fake.calls)
+
+
+class _StatusError(Exception):
+    """A client error that says "not found" only by its status code (as tritonclient's may)."""
+
+    def __init__(self, status):
+        super().__init__("no such thing")
+        self._status = status
+
+    def status(self):
+        return self._status
+
+
+@pytest.mark.parametrize("status", ["404", "StatusCode.NOT_FOUND"])
+def test_triton_client_reads_not_found_from_the_status_code(status, monkeypatch):
+    from toolkit.backends.triton import TritonBackend
+    from toolkit.errors import ToolkitError
+
+    fake = FakeTriton(models=())
+    fake.not_found = lambda model: _StatusError(status)
+    _fake_server(monkeypatch, fake)
+    with pytest.raises(InputError, match="model 'served' is not served at"):
+        TritonBackend(None, "fp32", url="http://127.0.0.1:8000", model="served").load()
+    fake.not_found = lambda model: _StatusError("500")  # another failure is not "not served"
+    with pytest.raises(ToolkitError, match="did not describe model 'served'") as err:
+        TritonBackend(None, "fp32", url="http://127.0.0.1:8000", model="served").load()
+    assert not isinstance(err.value, InputError)
+
+
+def test_triton_client_without_max_batch_or_version(monkeypatch):
+    from toolkit.backends.triton import TritonBackend
+
+    fake = FakeTriton()
+    del fake.config["max_batch_size"]
+    fake.get_server_metadata = lambda **_: {}
+    _fake_server(monkeypatch, fake)
+    with TritonBackend(None, "fp32", url="http://127.0.0.1:8000", model="served") as backend:
+        assert backend.max_batch == 0 and backend.server_version == ""  # 0: no slicing of batches
 
 
 def test_triton_client_over_grpc_asks_for_json_with_a_timeout(monkeypatch):
