@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-EXTRAS ?= dev,openvino,serve
+EXTRAS ?= dev,openvino,serve,cluster
 TOOLKIT := $(BIN)/toolkit
 
 .PHONY: install data pipeline test test-fast lint bench bench-quick bench-tune bench-train trt-check gpu-install gpu-check gpu-extras-check mutate clean soak serve-bench

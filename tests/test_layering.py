@@ -14,9 +14,9 @@ ROOT = Path(__file__).resolve().parents[1] / "toolkit"
 LAYERS = [
     ["toolkit.cli", "toolkit.__main__"],
     ["toolkit.report"],
-    ["toolkit.bench", "toolkit.info", "toolkit.serve", "toolkit.diagnose", "toolkit.gpu_check"],
-    ["toolkit.parity", "toolkit.train", "toolkit.export"],
-    ["toolkit.backends", "toolkit.data"],
+    ["toolkit.bench", "toolkit.info", "toolkit.serve", "toolkit.cluster", "toolkit.diagnose", "toolkit.gpu_check"],
+    ["toolkit.parity", "toolkit.train", "toolkit.export", "toolkit.model_sources"],
+    ["toolkit.backends", "toolkit.data", "toolkit.datasets"],
     ["toolkit.files"],
     ["toolkit.model", "toolkit.spec", "toolkit.env", "toolkit.compare", "toolkit.stats", "toolkit.errors", "toolkit"],
 ]

@@ -91,6 +91,9 @@ class ServerStats:
     compute_input_us: float
     compute_infer_us: float
     compute_output_us: float
+    # Servers that report replicas (the Ray Serve endpoint): replica id -> {"node", "requests",
+    # "images", "compute_infer_us"} over the cell, for the replicas that served in it.
+    replicas: dict[str, dict] | None = None
 
     @property
     def images_per_execution(self) -> float:
@@ -155,7 +158,22 @@ def _stats_delta(before: dict | None, after: dict | None) -> ServerStats | None:
         inferences=get(after, "inference_count") - get(before, "inference_count"),
         queue_us=per_request["queue"], compute_input_us=per_request["compute_input"],
         compute_infer_us=per_request["compute_infer"], compute_output_us=per_request["compute_output"],
+        replicas=_replica_delta(before.get("ray_serve_replicas"), after.get("ray_serve_replicas")),
     )
+
+
+def _replica_delta(before: dict | None, after: dict | None) -> dict[str, dict] | None:
+    if after is None:
+        return None
+    out = {}
+    for rid, r in after.items():
+        b = (before or {}).get(rid, {})
+        requests = _as_int(r.get("requests")) - _as_int(b.get("requests"))
+        if requests > 0:
+            ns = _as_int(r.get("compute_infer_ns")) - _as_int(b.get("compute_infer_ns"))
+            out[rid] = {"node": r.get("node_name") or r.get("node", ""), "requests": requests,
+                        "images": _as_int(r.get("images")) - _as_int(b.get("images")), "compute_infer_us": ns / 1e3 / requests}
+    return out
 
 
 def _as_int(value) -> int:

@@ -13,7 +13,7 @@ import traceback
 
 import click
 
-from toolkit.cli import bench, export, info, serve, train  # noqa: F401 - each registers its commands
+from toolkit.cli import bench, cluster, export, info, serve, train  # noqa: F401 - each registers its commands
 from toolkit.cli.group import _debug_enabled, _one_line, cli
 from toolkit.errors import (
     EXIT_BAD_INPUT,

@@ -82,6 +82,21 @@ def _cost_lines(report) -> list[str]:
     return (["serving cost vs in-process (concurrency 1):", *lines]) if lines else []
 
 
+def _replica_lines(report) -> list[str]:
+    """Which replicas (and nodes) served each cell, for servers that say (the Ray Serve endpoint)."""
+    lines = []
+    for c in report.cells:
+        replicas = c.server.replicas if c.server else None
+        if replicas is None:
+            continue
+        parts = [f"{rid[-8:]} on {r['node']}: {r['requests']} req, infer {r['compute_infer_us']:,.0f} µs"
+                 for rid, r in sorted(replicas.items(), key=lambda kv: kv[1]["node"])]
+        nodes = len({r["node"] for r in replicas.values()})
+        lines.append(f"  {c.label} concurrency {c.concurrency} batch {c.batch_size}: {len(replicas)} replicas on {nodes} nodes served"
+                     + (f" ({'; '.join(parts)})" if parts else ""))
+    return (["replicas that served each cell (the endpoint's per-replica counts):", *lines]) if lines else []
+
+
 def format_load(report) -> str:
     cfg = report.config
     lines = [
@@ -93,6 +108,7 @@ def format_load(report) -> str:
         "per request (statistics endpoint, deltas over the cell)",
     ]
     lines += _cost_lines(report)
+    lines += _replica_lines(report)
     for c in report.cells:
         if c.first_error:
             lines.append(f"  {c.label} concurrency {c.concurrency} batch {c.batch_size}: {c.failed} failed, first: {c.first_error}")
@@ -106,6 +122,7 @@ def load_markdown(report) -> str:
         f"{report.config.seconds:g} s per cell; load average {report.load_average_start} -> {report.load_average_end}.", "",
         markdown_table(LOAD_HEADERS, load_rows(report)), "",
         *_cost_lines(report), "",
+        *_replica_lines(report), "",
         *[f"- {n}" for n in report.notes], "",
     ])
 
