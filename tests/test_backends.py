@@ -139,6 +139,21 @@ def test_read_only_batches_work(name, exported_dir, checkpoint):
         np.testing.assert_allclose(backend.run(frozen), backend.run(x), atol=1e-6)
 
 
+def test_openvino_keeps_its_small_input_tensor_only_while_the_shape_holds(exported_dir):
+    """Batches up to SMALL_BATCH are copied into a kept input tensor, larger ones wrapped: any
+    sequence of shapes gives each batch its own logits (a stale tensor would answer the last one)."""
+    _needs("openvino")
+    from toolkit.backends.openvino import SMALL_BATCH
+
+    x = _good(SMALL_BATCH + 8)
+    with registry.create_backend("openvino", "fp32", registry.model_path_for("openvino", "fp32", exported_dir), threads=1) as b:
+        alone = {n: b.run(x[:n]).copy() for n in (1, 3, SMALL_BATCH, SMALL_BATCH + 8)}
+        for n in (1, 1, SMALL_BATCH + 8, 1, 3, SMALL_BATCH, 3, SMALL_BATCH + 8, 1):
+            np.testing.assert_array_equal(b.run(x[:n]), alone[n])
+        first = b.run(x[:1]).copy()
+        assert not np.array_equal(b.run(x[1:2]), first)  # same shape, new data: the copy happens every call
+
+
 # --- the triton client against a fake server (no server process: the checks themselves) --------
 
 class FakeTriton:

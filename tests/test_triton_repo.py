@@ -192,3 +192,54 @@ def test_the_bundled_tritonserver_reads_every_model_of_the_repository(artifacts,
     broken = result.directory / "mnist_openvino_fp32" / "config.pbtxt"
     broken.write_text(broken.read_text().replace("max_batch_size", "max_batch"))
     assert any("mnist_openvino_fp32" in e and "failed to read text proto" in e for e in run_server())
+
+
+def test_python_runtime_repository_matches_the_native_one_and_serves(artifacts):
+    """`--runtime python`: the same names, dims, batching, instance groups and parameters as the
+    native repository, `backend: "python"` with `1/model.py` in the manifest; the bundled
+    tritonserver serves it as it is (`--instances 2`: two stub processes per model) with the same
+    logits as in process, and a tampered model.py is caught by `toolkit verify` and not served."""
+    import numpy as np
+
+    from toolkit.backends import registry
+    from toolkit.errors import CheckFailed
+    from toolkit.export.triton import export_triton, parse_config
+
+    pytest.importorskip("pytriton", reason="the serve extra is not installed")
+    from toolkit.serve import LocalServer, ServeConfig
+    from toolkit.serve.host import descendants
+
+    native = export_triton(["fp32", "int8-cpu"], artifacts, artifacts / "native", max_batch=64, instances=2, queue_delay_us=0)
+    python = export_triton(["fp32", "int8-cpu"], artifacts, artifacts / "python", max_batch=64, instances=2, queue_delay_us=0,
+                           runtime="python", threads=1)
+    assert [m.name for m in python.models] == [m.name for m in native.models]
+    assert any("python runtime serves ONNX" in s for s in python.skipped)
+    for n, p in zip(native.models, python.models, strict=True):
+        a, b = parse_config(n.config), parse_config(p.config)
+        assert b.backend == "python" and not b.platform and p.runtime == "python"
+        for field in ("name", "max_batch_size", "input", "output", "dynamic_batching", "instance_group"):
+            assert getattr(a, field) == getattr(b, field), field
+        for key, value in a.parameters.items():
+            assert b.parameters[key] == value, key
+        assert b.parameters["toolkit_backend"].string_value == p.target and b.parameters["toolkit_threads"].string_value == "1"
+    entries = json.loads((python.directory / "manifest.json").read_text())["artifacts"]
+    assert entries["mnist_openvino_fp32/1/model.py"]["kind"] == "triton-python-model"
+    assert "mnist_openvino_fp32/1/model.py" in entries["mnist_openvino_fp32/config.pbtxt"]["parents"]
+    assert "toolkit_sys_path" in (artifacts / "python.kserve.yaml").read_text()
+    assert run_cli("verify", python.directory).returncode == 0
+
+    x = np.random.default_rng(0).random((5, 1, 28, 28), dtype=np.float32)
+    with LocalServer(ServeConfig(http_port=0, grpc_port=0, metrics_port=0, repository=str(python.directory))) as server:
+        stubs = [p for p in descendants(server.info.pids[0]) if Path(f"/proc/{p}/comm").read_text().startswith("triton_python")]
+        assert len(stubs) == 2 * len(python.models)
+        for m in python.models:
+            with registry.create_backend("triton", m.precision, url=server.info.grpc_url, model=m.name) as remote, \
+                    registry.create_backend(m.target, m.precision, m.model, threads=1) as local:
+                assert np.abs(remote.run(x) - local.run(x)).max() <= 1e-5, m.name
+    assert server.stop_report.clean, server.stop_report
+    code = python.directory / "mnist_onnxruntime_fp32" / "1" / "model.py"
+    code.write_text(code.read_text() + "\nimport os\n")
+    proc = run_cli("verify", python.directory)
+    assert proc.returncode == EXIT_CHECK_FAILED and "mnist_onnxruntime_fp32/1/model.py changed" in proc.stderr
+    with pytest.raises(CheckFailed, match="model.py changed"):
+        LocalServer(ServeConfig(http_port=0, grpc_port=0, metrics_port=0, repository=str(python.directory))).start()

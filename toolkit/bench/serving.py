@@ -134,7 +134,9 @@ def run_serving_bench(
         rows = serving_rows(pairs, local, protocols, in_process, artifacts_dir, checkpoint, threads)
         report = run_load(rows, images, references, config, progress)
     stop = server.stop_report
-    report.notes.append(f"local server (tritonserver from nvidia-pytriton), stopped in {stop.seconds:.1f}s, "
+    report.notes.append(f"local server (tritonserver from nvidia-pytriton, python backend: {serve_config.instances} stub process(es) per "
+                        f"model, threads {serve_config.threads or 'all cores'}, max queue delay {serve_config.max_queue_delay_us} µs), "
+                        f"stopped in {stop.seconds:.1f}s, "
                         + ("nothing left running" if stop.clean else f"LEFT BEHIND {stop.leftover_processes} {stop.leftover_shm}"))
     return report
 
@@ -149,10 +151,8 @@ def _process_label(pid: int) -> str:
         return str(pid)
     if b"resource_tracker" in cmdline:
         name = "stub's resource tracker"
-    elif b"spawn_main" in cmdline:
-        name = "stub's tensor-store manager"  # PyTriton's shared-memory block manager, a multiprocessing child
     elif name.startswith("triton_python"):
-        name = "python-backend stub"
+        name = "python-backend stub (runs the model)"
     return f"{name} ({pid})"
 
 
@@ -169,8 +169,8 @@ def run_serving_soak(
     data_dir=None,
 ) -> SoakResult:
     """A local server under load for `seconds`: every response checked, the resident memory of the
-    server's processes and of this process (which runs the served backends and the clients)
-    sampled."""
+    server's processes (tritonserver, the stubs that run the model) and of this process (the
+    clients) sampled."""
     from toolkit.serve import LocalServer, check_serving_support, rss_bytes
 
     LoadConfig(concurrencies=(concurrency,), batch_sizes=batch_sizes, seconds=seconds)  # validates
@@ -185,7 +185,7 @@ def run_serving_soak(
         model = model_name(*pair)
         row = server_row(pair[0], pair[1], url, model, info.access_token)
         processes = {_process_label(pid): pid for pid in info.pids}
-        processes[f"this process: backends + clients ({os.getpid()})"] = os.getpid()
+        processes[f"this process: clients ({os.getpid()})"] = os.getpid()
         result = run_soak(row, images, reference, concurrency, batch_sizes, seconds, processes, rss_bytes,
                           int(rss_bound_mb * 1024 * 1024))
     result.stop = server.stop_report
@@ -195,7 +195,7 @@ def run_serving_soak(
 def run_load_command(backends: list[str] | None, precisions: list[str] | None, urls: list[str], model: str | None,
                      timeout_s: float, concurrencies: tuple[int, ...], batch_sizes: tuple[int, ...], seconds: float,
                      serve_local: bool, threads: int | None, checkpoint, artifacts_dir, data_dir,
-                     progress: Callable[[str], None] | None = None) -> LoadReport:
+                     progress: Callable[[str], None] | None = None, instances: int = 1) -> LoadReport:
     """`toolkit bench --concurrency ...`: which pairs, which server, then `run_serving_bench`.
 
     Pairs: the in-process backends named in --backend (default: the one --model names, else
@@ -213,7 +213,7 @@ def run_load_command(backends: list[str] | None, precisions: list[str] | None, u
     if serve_local:
         if urls:
             raise InputError("--serve starts its own server, and --url names another", "pass one of them")
-        serve = ServeConfig(pairs=tuple(pairs), http_port=0, grpc_port=0, metrics_port=0, threads=threads,
+        serve = ServeConfig(pairs=tuple(pairs), http_port=0, grpc_port=0, metrics_port=0, threads=threads, instances=instances,
                             artifacts_dir=str(artifacts_dir), checkpoint=str(checkpoint))
         return run_serving_bench(pairs, config, protocols=PROTOCOLS, serve_config=serve, artifacts_dir=artifacts_dir,
                                  checkpoint=checkpoint, data_dir=data_dir, threads=threads, progress=progress)

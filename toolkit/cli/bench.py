@@ -45,11 +45,12 @@ from toolkit.cli.group import (
 @click.option("--concurrency", default=None, help="Load benchmark: comma-separated client counts, through a Triton server next to in-process.  [default with --serve: 1,4,16]")
 @click.option("--duration", type=float, default=2.0, show_default=True, help="Load benchmark: seconds per cell.")
 @click.option("--serve", "serve_local", is_flag=True, help="Load benchmark: start a local Triton server for the run (HTTP, gRPC, HTTP + shared memory).")
+@click.option("--instances", type=int, default=1, show_default=True, help="Load benchmark with --serve: model instances (stub processes) per pair.")
 @_checkpoint_option
 @_artifacts_option
 @_data_dir_option
 def bench(backends, precisions, batch_sizes, warmup, iterations, min_seconds, threads, quick, torch_compile, direct, baseline,
-          threshold, out_dir, quiet, peak, tune, budget, config_file, urls, model, timeout, concurrency, duration, serve_local, checkpoint,
+          threshold, out_dir, quiet, peak, tune, budget, config_file, urls, model, timeout, concurrency, duration, serve_local, instances, checkpoint,
           artifacts_dir, data_dir):
     """Latency and throughput of every available (backend, precision) pair over a batch-size sweep;
     with --concurrency, the load benchmark through a Triton server."""
@@ -67,7 +68,7 @@ def bench(backends, precisions, batch_sizes, warmup, iterations, min_seconds, th
         report = run_load_command(
             _split_list(backends, "backend"), _split_list(precisions, "precision"), list(urls), model, timeout,
             _positive_ints(concurrency or "1,4,16", "--concurrency"), _batch_sizes(batch_sizes or "1,256"), duration, serve_local, threads,
-            checkpoint, artifacts_dir, data_dir, progress,
+            checkpoint, artifacts_dir, data_dir, progress, instances=instances,
         )
         written = write_load_reports(report, out_dir)
         click.echo(format_load(report))

@@ -38,14 +38,19 @@ from toolkit.files import paths
 @click.option("--max-batch", type=int, default=1024, show_default=True, help="tensorrt: profile maximum batch; triton: max_batch_size.")
 @click.option("--instances", type=int, default=1, show_default=True, help="triton: model instances per model (instance_group count).")
 @click.option("--max-queue-delay-us", type=int, default=100, show_default=True, help="triton: dynamic batcher's max queue delay.")
+@click.option("--runtime", type=click.Choice(["native", "python"]), default="native", show_default=True,
+              help="triton: native: Triton's onnxruntime/openvino/tensorrt backends; python: python-backend models running the ONNX file "
+                   "with the toolkit in Triton's stub (what `toolkit serve` runs; needs the toolkit where the server runs).")
 @_artifacts_option
 @click.option("--workspace-mb", type=int, default=1024, show_default=True, help="tensorrt: builder workspace limit (MiB).")
 @click.option("--strict-fp32", is_flag=True, help="tensorrt: disable TF32 so fp32 engines compute in true fp32.")
 @_data_dir_option
 def export(fmt, precision, checkpoint, out_dir, calibration_images, calibration, percentile, min_batch, opt_batch, max_batch,
-           instances, max_queue_delay_us, artifacts_dir, workspace_mb, strict_fp32, data_dir):
+           instances, max_queue_delay_us, runtime, artifacts_dir, workspace_mb, strict_fp32, data_dir):
     """Export the checkpoint to ONNX (fp32, fp16, int8 and int8-cpu Q/DQ), build TensorRT engines
     (fp32, fp16, int8), or write a Triton model repository. A missing --out directory is created."""
+    if fmt != "triton" and runtime != "native":
+        raise InputError("--runtime applies to the Triton repository", "use it with --format triton")
     if (fmt != "onnx" or precision in ("fp32", "fp16")) and (calibration != "minmax" or percentile is not None):
         raise InputError("--calibration applies to ONNX int8 and int8-cpu exports", "use --format onnx --precision int8|int8-cpu|all")
     if fmt == "triton":
@@ -55,7 +60,7 @@ def export(fmt, precision, checkpoint, out_dir, calibration_images, calibration,
         explicit_out = click.get_current_context().get_parameter_source("out_dir") != click.core.ParameterSource.DEFAULT
         precisions = list(paths.ONNX_PRECISIONS) if precision == "all" else [precision]
         click.echo(format_repository(export_triton(precisions, artifacts_dir, out_dir if explicit_out else None, max_batch=max_batch,
-                                                   instances=instances, queue_delay_us=max_queue_delay_us)))
+                                                   instances=instances, queue_delay_us=max_queue_delay_us, runtime=runtime)))
         return
 
     precisions = list(paths.ONNX_PRECISIONS if fmt == "onnx" else paths.PRECISIONS) if precision == "all" else [precision]

@@ -25,21 +25,24 @@ def _serve_pairs(backends, precisions) -> tuple[tuple[str, str], ...]:
 
 
 @cli.command()
-@click.option("--backend", "backends", default="onnxruntime", show_default=True, help="Comma-separated in-process backends to serve.")
+@click.option("--backend", "backends", default="onnxruntime", show_default=True, help="Comma-separated backends to serve (onnxruntime, openvino).")
 @click.option("--precision", "precisions", default="fp32", show_default=True, help="Comma-separated precisions; every backend x precision is served.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 exposes the server to the network).")
 @click.option("--http-port", type=int, default=8000, show_default=True, help="0: any free port.")
 @click.option("--grpc-port", type=int, default=8001, show_default=True, help="0: any free port.")
 @click.option("--metrics-port", type=int, default=8002, show_default=True, help="0: any free port.")
 @click.option("--max-batch", type=int, default=1024, show_default=True, help="Largest batch the dynamic batcher forms (and a request may send).")
-@click.option("--max-queue-delay-us", type=int, default=100, show_default=True, help="How long the batcher waits to fill a batch.")
-@click.option("--instances", type=int, default=1, show_default=True, help="Model instances per pair (each its own backend).")
-@click.option("--threads", type=int, default=None, help="Threads per backend instance (default: every core).")
+@click.option("--max-queue-delay-us", type=int, default=0, show_default=True, help="How long the batcher waits to fill a batch (requests queued while the model is busy are merged anyway).")
+@click.option("--instances", type=int, default=1, show_default=True, help="Model instances per pair (each its own stub process).")
+@click.option("--threads", type=int, default=None, help="Threads per model instance (default: every core).")
+@click.option("--repository", type=click.Path(file_okay=False), default=None,
+              help="Serve this repository from `toolkit export --format triton --runtime python` as it is (after verifying its manifest).")
+@click.option("--verbose", is_flag=True, help="Show the server's own log as it is written (otherwise kept in its log file, shown on failure).")
 @click.option("--token-file", type=click.Path(dir_okay=False), default=None,
               help="Write the access token for the statistics and shared-memory endpoints here (mode 0600).")
 @_checkpoint_option
 @_artifacts_option
-def serve(backends, precisions, host, http_port, grpc_port, metrics_port, max_batch, max_queue_delay_us, instances, threads,
+def serve(backends, precisions, host, http_port, grpc_port, metrics_port, max_batch, max_queue_delay_us, instances, threads, repository, verbose,
           token_file, checkpoint, artifacts_dir):
     """Serve (backend, precision) pairs on a local Triton Inference Server until Ctrl-C or SIGTERM."""
     from toolkit.report.serve import format_server_info, format_stop_report
@@ -48,7 +51,7 @@ def serve(backends, precisions, host, http_port, grpc_port, metrics_port, max_ba
     config = ServeConfig(
         pairs=_serve_pairs(backends, precisions), host=host, **_ports(http_port, grpc_port, metrics_port), max_batch=max_batch,
         max_queue_delay_us=max_queue_delay_us, instances=instances, threads=threads, artifacts_dir=artifacts_dir,
-        checkpoint=checkpoint,
+        checkpoint=checkpoint, verbose=verbose, repository=repository,
     )
 
     report = run_server(config, on_ready=lambda info: click.echo(format_server_info(info, token_file)), token_file=token_file)

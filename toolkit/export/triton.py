@@ -20,6 +20,11 @@ since `max_batch_size` > 0; the dynamic batcher is on; `parameters` carry the mo
 the precision and the toolkit version. ONNX files are checked (`files.onnx_file.load_checked`) before
 they are copied; an engine is copied only when its sidecar matches its bytes and its ONNX source,
 and `max_batch_size` may not exceed the engine profile's max.
+
+With `runtime="python"` (`--runtime python`) the onnxruntime and OpenVINO models are python-backend
+models instead (`backend: "python"`, `1/model.py` beside `1/model.onnx`; see export.triton_python):
+the same names, dims, batching, instance groups, parameters and manifest, and what the tritonserver
+bundled with the serve extra serves (`toolkit serve` writes and serves such a repository).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from pathlib import Path
 from toolkit import __version__
 from toolkit.backends.triton import model_name
 from toolkit.errors import InputError, ModelFileError, UnavailableError
+from toolkit.export.triton_python import MODEL_PY, PYTHON_TARGETS, RUNTIMES, python_parameters
 from toolkit.files import paths, store
 from toolkit.model import IMAGE_SHAPE, INPUT_NAME, NUM_CLASSES, OUTPUT_NAME
 
@@ -57,6 +63,7 @@ class RepositoryModel:
     source: Path
     sha256: str
     max_batch: int
+    runtime: str = "native"  # native (Triton's own backends) | python (a python-backend model running the ONNX file)
 
 
 @dataclass
@@ -68,12 +75,15 @@ class RepositoryResult:
 
 
 def _model_config(name: str, target: str, precision: str, sha256: str, max_batch: int, instances: int,
-                  queue_delay_us: int, source_name: str):
-    """The ModelConfig message for one model of the repository."""
+                  queue_delay_us: int, source_name: str, python: dict[str, str] | None = None):
+    """The ModelConfig message for one model of the repository; `python`: the python-backend
+    model's parameters (export.triton_python), None for Triton's native backends."""
     from tritonclient.grpc import model_config_pb2 as mc
 
     config = mc.ModelConfig(name=name, max_batch_size=max_batch)
-    if target == "onnxruntime":
+    if python is not None:
+        config.backend = "python"  # 1/model.py, which runs 1/model.onnx
+    elif target == "onnxruntime":
         config.platform = "onnxruntime_onnx"
         config.default_model_filename = "model.onnx"
     elif target == "openvino":
@@ -88,7 +98,7 @@ def _model_config(name: str, target: str, precision: str, sha256: str, max_batch
     kind = mc.ModelInstanceGroup.KIND_GPU if target == "tensorrt" else mc.ModelInstanceGroup.KIND_CPU
     config.instance_group.add(count=instances, kind=kind)
     for key, value in (("model_sha256", sha256), ("toolkit_precision", precision), ("toolkit_version", __version__),
-                       ("toolkit_source", source_name)):
+                       ("toolkit_source", source_name), *(python or {}).items()):
         config.parameters[key].string_value = value
     return config
 
@@ -122,13 +132,16 @@ def kserve_manifest(name: str, models: list[RepositoryModel]) -> str:
     gpu = any(m.target == "tensorrt" for m in models)
     served = ", ".join(m.name for m in models)
     limits = '        nvidia.com/gpu: "1"\n' if gpu else ""
+    python = ("# Python-backend models: the serving image needs the toolkit and its runtimes installed where each\n"
+              "# config's toolkit_sys_path parameter says (re-export with --runtime native for Triton's own backends).\n"
+              if any(m.runtime == "python" for m in models) else "")
     return f"""# KServe InferenceService for the Triton model repository written by `toolkit export --format triton`.
 # Models: {served}
 # Before applying: copy the repository directory (with every model folder) to object storage and
 # replace STORAGE_URI below (s3://, gs://, pvc://...); TensorRT plans only load on the GPU model
 # and TensorRT release they were built for (see each plan's sidecar in the toolkit's artifacts).
 # Check after deploying: toolkit eval --backend triton --url http://<ingress-host>:80 --model <name>
-apiVersion: serving.kserve.io/v1beta1
+{python}apiVersion: serving.kserve.io/v1beta1
 kind: InferenceService
 metadata:
   name: {name}
@@ -155,7 +168,9 @@ spec:
 {limits}"""
 
 
-def _check_options(max_batch: int, instances: int, queue_delay_us: int, targets: list[str]) -> None:
+def _check_options(max_batch: int, instances: int, queue_delay_us: int, targets: list[str], runtime: str) -> None:
+    if runtime not in RUNTIMES:
+        raise InputError(f"unknown Triton runtime {runtime!r}", f"choose from {', '.join(RUNTIMES)}")
     if not 1 <= max_batch <= 65536:
         raise InputError(f"--max-batch must be 1..65536, got {max_batch}", "pass e.g. --max-batch 1024")
     if not 1 <= instances <= 64:
@@ -193,12 +208,18 @@ def export_triton(
     max_batch: int = DEFAULT_MAX_BATCH,
     instances: int = 1,
     queue_delay_us: int = DEFAULT_QUEUE_DELAY_US,
+    runtime: str = "native",
+    threads: int | None = None,
+    sys_path: str | None = None,
+    write_kubernetes: bool = True,
 ) -> RepositoryResult:
     """Write the repository from the exports already in `artifacts_dir`; see the module docstring.
 
     ONNX targets need `toolkit export --format onnx` first (a missing file is bad input, named with
     the command that makes it); the tensorrt target is skipped, with the reason, when no engine is
-    there, and refused when an engine is there but fails its sidecar check."""
+    there, and refused when an engine is there but fails its sidecar check. `runtime="python"`
+    writes python-backend models (onnxruntime and openvino targets; `threads` per instance, 0/None:
+    every core; `sys_path`: where the stub imports the toolkit, default this environment)."""
     import importlib.util
 
     from toolkit.files.onnx_file import load_checked
@@ -207,13 +228,19 @@ def export_triton(
         raise UnavailableError("the Python package 'tritonclient' is not installed, and the repository's configs are checked with its schema",
                                "pip install 'toolkit[serve]'")
     targets = list(targets or ("onnxruntime", "openvino", "tensorrt"))
-    _check_options(max_batch, instances, queue_delay_us, targets)
+    _check_options(max_batch, instances, queue_delay_us, targets, runtime)
+    if threads is not None and threads < 0:
+        raise InputError(f"--threads must be at least 1, got {threads}", "omit it to use every core")
     artifacts = Path(artifacts_dir)
     out = Path(out_dir) if out_dir is not None else artifacts / "triton"
     plan: list[tuple[str, str, Path, bytes | None]] = []  # target, precision, source file, bytes
     skipped = []
     for target in targets:
         for precision in precisions:
+            if runtime == "python" and target not in PYTHON_TARGETS:
+                if target == "tensorrt" and precision in ENGINE_PRECISIONS:
+                    skipped.append(f"tensorrt/{precision}: the python runtime serves ONNX on the CPU (TensorRT plans: --runtime native)")
+                continue
             if target == "tensorrt":
                 if precision not in ENGINE_PRECISIONS:
                     continue
@@ -244,14 +271,23 @@ def export_triton(
         model_file = out / name / "1" / filename
         config_file = out / name / "config.pbtxt"
         sha = store.sha256_bytes(data)  # of the bytes checked above, which are the bytes written
-        text = config_text(_model_config(name, target, precision, sha, max_batch, instances, queue_delay_us, source.name))
+        python = python_parameters(target, threads, sys_path) if runtime == "python" else None
+        text = config_text(_model_config(name, target, precision, sha, max_batch, instances, queue_delay_us, source.name, python))
         for d in (model_file.parent, config_file.parent):
             d.mkdir(parents=True, exist_ok=True)
         store.write_artifact(model_file, lambda tmp, data=data: tmp.write_bytes(data), kind=f"triton-model-{target}",
                              parents=[source], manifest_dir=out)
+        config_parents = [model_file]
+        if python is not None:
+            code_file = model_file.parent / "model.py"
+            store.write_artifact(code_file, lambda tmp: tmp.write_text(MODEL_PY, encoding="utf-8"), kind="triton-python-model",
+                                 manifest_dir=out)
+            config_parents.append(code_file)
         store.write_artifact(config_file, lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"), kind="triton-config",
-                             parents=[model_file], manifest_dir=out)
-        result.models.append(RepositoryModel(name, target, precision, config_file, model_file, source, sha, max_batch))
+                             parents=config_parents, manifest_dir=out)
+        result.models.append(RepositoryModel(name, target, precision, config_file, model_file, source, sha, max_batch, runtime))
+    if not write_kubernetes:
+        return result
     kube = out.parent / f"{out.name}{KSERVE_SUFFIX}"
     manifest = kserve_manifest(_k8s_name(out.name), result.models)
     store.write_artifact(kube, lambda tmp: tmp.write_text(manifest, encoding="utf-8"), kind="kserve-inferenceservice",

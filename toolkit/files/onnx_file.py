@@ -104,3 +104,22 @@ def check_signature(model, p: Path) -> None:
 
 def metadata(model) -> dict:
     return {p.key: p.value for p in model.metadata_props}
+
+
+def check_record(path: str | os.PathLike, precision: str, sha256: str | None = None):
+    """A checked file that is what it is served as: the precision its metadata records is
+    `precision`, and its bytes are the ones a manifest or config recorded (`sha256`, when given).
+    Returns the parsed model; ModelFileError otherwise."""
+    from toolkit.files.store import sha256_file
+
+    p = Path(path)
+    model = load_checked(p)
+    recorded = metadata(model).get("precision")
+    if recorded != precision:
+        raise ModelFileError(f"{p} records precision {recorded or 'none'}, and is served as {precision}",
+                             f"serve it as {recorded}, or export {precision} with `toolkit export --format onnx --precision {precision}`"
+                             if recorded else _fix(p))
+    if sha256 is not None and sha256_file(p) != sha256:
+        raise ModelFileError(f"{p} differs from the SHA-256 recorded for it ({sha256[:12]}...)",
+                             "check it with `toolkit verify`, then re-export it")
+    return model

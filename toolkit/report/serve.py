@@ -17,10 +17,13 @@ def format_server_info(info, token_file: str | None = None) -> str:
         f"  HTTP    {info.http_url}",
         f"  gRPC    {info.grpc_url}",
         f"  metrics {info.metrics_url}",
+        f"repository {info.repository} (python backend: each model runs in Triton's stub process)",
         "models:",
     ]
     for m in info.models:
         lines.append(f"  {m.name}  ({m.backend}/{m.precision}, {m.runtime}, {m.model_path})")
+    if getattr(info, "cleaned", ()):
+        lines.append(f"removed what killed servers left behind: {', '.join(info.cleaned)}")
     first = info.models[0]
     lines.append(f"check it: toolkit eval --backend triton --url {info.http_url} --precision {first.precision} --model {first.name}")
     if token_file:

@@ -1,32 +1,65 @@
-"""What a local Triton server needs from this machine, and what it leaves on it: the serve extra,
-a shared libpython, free ports, and the processes and shared-memory segments to account for at stop
-(read from /proc and /dev/shm, Linux only)."""
+"""What a local Triton server needs from this machine, and what it leaves on it: the serve extra
+(the tritonserver binary bundled in nvidia-pytriton, its python backend and the stub for this
+Python), a shared libpython, free ports, and the processes, shared-memory segments and workspace
+folders to account for at stop or to clean after a crash (read from /proc and /dev/shm, Linux only)."""
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
 import os
+import re
+import shutil
 import socket
 import sys
 import sysconfig
-from collections.abc import Iterator
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.errors import InputError, UnavailableError
 
 SERVE_INSTALL = "pip install 'toolkit[serve]' (nvidia-pytriton, tritonclient)"
 DEFAULT_HOST = "127.0.0.1"
-SHM_PREFIX = "pytrtion"  # PyTriton's spelling: its python-backend regions are /dev/shm/pytrtion<pid>-...
-BLOCK_PREFIX = "psm_"  # multiprocessing.shared_memory's names: PyTriton's tensor-store blocks
+# Names that carry the pid of the `toolkit serve` process that made them: the python backend's
+# shared-memory regions (/dev/shm/toolkit-serve<pid>-...) and the workspace (<tmp>/toolkit-serve-<pid>-...).
+SHM_PREFIX = "toolkit-serve"
+WORKSPACE_PREFIX = "toolkit-serve-"
+
+
+@dataclass(frozen=True)
+class TritonDist:
+    """The bundled tritonserver: its binary, the python backend's files and the stub for this Python."""
+
+    binary: Path
+    python_backend: Path  # libtriton_python.so, triton_python_backend_utils.py
+    stub: Path
+    libs: Path  # the wheel's shared libraries (tritonserver links against them)
+
+
+def triton_dist() -> TritonDist:
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise UnavailableError("the Python package 'pytriton' is not installed, and `toolkit serve` needs its tritonserver", SERVE_INSTALL)
+    root = Path(list(spec.submodule_search_locations)[0])
+    server = root / "tritonserver"
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    dist = TritonDist(server / "bin" / "tritonserver", server / "backends" / "python",
+                      server / "python_backend_stubs" / version / "triton_python_backend_stub", root.parent / "nvidia_pytriton.libs")
+    for path, what in ((dist.binary, "tritonserver"), (dist.python_backend / "libtriton_python.so", "the python backend"),
+                       (dist.stub, f"the python-backend stub for Python {version}")):
+        if not path.is_file():
+            raise UnavailableError(f"{what} is not in the installed nvidia-pytriton ({path} is missing)", f"reinstall it: {SERVE_INSTALL}")
+    return dist
 
 
 def check_serving_support() -> None:
-    """Raise UnavailableError unless a local Triton can run here: the serve extra is installed and
-    this Python has a shared libpython (the python backend's stub embeds it)."""
+    """Raise UnavailableError unless a local Triton can run here: the serve extra is installed (with
+    a stub for this Python) and this Python has a shared libpython (the stub embeds it)."""
     for module in ("pytriton", "tritonclient"):
         if importlib.util.find_spec(module) is None:
             raise UnavailableError(f"the Python package '{module}' is not installed, and `toolkit serve` needs it", SERVE_INSTALL)
+    triton_dist()
     python_library_dir()
 
 
@@ -47,19 +80,17 @@ def python_library_dir() -> Path:
     return Path(libdir)
 
 
-@contextlib.contextmanager
-def python_library_path() -> Iterator[None]:
-    """LD_LIBRARY_PATH with this interpreter's libpython first, while the server starts (the server
-    copies the environment when it starts, so it is restored right after)."""
-    before = os.environ.get("LD_LIBRARY_PATH")
-    os.environ["LD_LIBRARY_PATH"] = str(python_library_dir()) + (f":{before}" if before else "")
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("LD_LIBRARY_PATH", None)
-        else:
-            os.environ["LD_LIBRARY_PATH"] = before
+def server_environment(dist: TritonDist) -> dict[str, str]:
+    """The environment tritonserver runs in: this interpreter's libpython first on the library path
+    (the stub embeds it), then the wheel's own libraries; this interpreter's folder first on PATH:
+    the stub's embedded Python finds its prefix from the `python3` on PATH, so it starts in this
+    (virtual) environment and imports its numpy, not the base installation's (a numpy 2 there
+    under this environment's numpy 1 gave empty output tensors, measured)."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), *([env["PATH"]] if env.get("PATH") else [])])
+    before = env.get("LD_LIBRARY_PATH")
+    env["LD_LIBRARY_PATH"] = os.pathsep.join([str(python_library_dir()), str(dist.libs), *([before] if before else [])])
+    return env
 
 
 def free_port(host: str = DEFAULT_HOST) -> int:
@@ -104,28 +135,9 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def _is_resource_tracker(pid: int) -> bool:
-    """multiprocessing's resource tracker for this process (PyTriton's proxy starts it): a stdlib
-    helper that lives exactly as long as this process, not part of the server."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return b"multiprocessing.resource_tracker" in fh.read()
-    except OSError:
-        return False
-
-
 def server_processes() -> list[int]:
-    """This process's descendants that belong to a server it runs."""
-    me = os.getpid()
-    return [p for p in descendants(me) if not (_parent(p) == me and _is_resource_tracker(p))]
-
-
-def _parent(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as fh:
-            return int(fh.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
+    """This process's descendants: the server it runs (tritonserver and its python-backend stubs)."""
+    return descendants(os.getpid())
 
 
 def alive(pid: int) -> bool:
@@ -137,36 +149,12 @@ def alive(pid: int) -> bool:
 
 
 def shm_segments(pid: int | None = None) -> list[str]:
-    """PyTriton's /dev/shm segments of the server run by process `pid` (default: this one)."""
+    """The python backend's /dev/shm regions of the server run by process `pid` (default: this one)."""
     prefix = f"{SHM_PREFIX}{os.getpid() if pid is None else pid}-"
     try:
         return sorted(n for n in os.listdir("/dev/shm") if n.startswith(prefix))
     except OSError:
         return []
-
-
-def mapped_shm(pids) -> set[str]:
-    """Names of the /dev/shm segments the given processes have mapped now."""
-    names = set()
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as fh:
-                for line in fh:
-                    if "/dev/shm/" in line:
-                        names.add(line.rsplit("/dev/shm/", 1)[1].strip().removesuffix(" (deleted)"))
-        except OSError:
-            continue
-    return names
-
-
-def server_blocks(pids) -> set[str]:
-    """PyTriton's tensor-store blocks mapped by the server's processes (and this one): attributed
-    while their owners live, since their names carry no pid."""
-    return {n for n in mapped_shm(pids) if n.startswith(BLOCK_PREFIX)}
-
-
-def existing_shm(names) -> list[str]:
-    return sorted(n for n in names if os.path.exists(f"/dev/shm/{n}"))
 
 
 def rss_bytes(pid: int) -> int | None:
@@ -215,12 +203,46 @@ def end_processes(idents: list[tuple[int, int]], grace_s: float = 3.0) -> list[i
     return ended
 
 
-def remove_shm_segments(pid: int | None = None, blocks=()) -> list[str]:
-    """Unlink PyTriton's /dev/shm segments of the server run by `pid` (default: this process) and
-    the given tensor-store blocks: a tritonserver that was killed cannot remove its own."""
+def remove_shm_segments(pid: int | None = None) -> list[str]:
+    """Unlink the python backend's /dev/shm regions of the server run by `pid` (default: this
+    process): a stub that was killed cannot remove its own."""
     removed = []
-    for name in shm_segments(pid) + existing_shm(blocks):
+    for name in shm_segments(pid):
         with contextlib.suppress(OSError):
             os.unlink(f"/dev/shm/{name}")
             removed.append(name)
     return removed
+
+
+def new_workspace() -> Path:
+    """A private folder for one server's repository, backend links and log, named after this process."""
+    return Path(tempfile.mkdtemp(prefix=f"{WORKSPACE_PREFIX}{os.getpid()}-"))
+
+
+def clean_crash_leftovers() -> list[str]:
+    """What servers of `toolkit serve` processes that no longer run left behind (a SIGKILL gives no
+    chance to clean): their workspace folders and shared-memory regions. Returns what was removed."""
+    removed = []
+    workspace = re.compile(rf"^{re.escape(WORKSPACE_PREFIX)}(\d+)-")
+    tmp = Path(tempfile.gettempdir())
+    with contextlib.suppress(OSError):
+        for entry in tmp.iterdir():
+            m = workspace.match(entry.name)
+            if m and entry.is_dir() and not entry.is_symlink() and not alive(int(m.group(1))) and entry.owner() == _me():
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(str(entry))
+    segment = re.compile(rf"^{re.escape(SHM_PREFIX)}(\d+)-")
+    with contextlib.suppress(OSError):
+        for name in os.listdir("/dev/shm"):
+            m = segment.match(name)
+            if m and not alive(int(m.group(1))):
+                with contextlib.suppress(OSError):
+                    os.unlink(f"/dev/shm/{name}")
+                    removed.append(f"/dev/shm/{name}")
+    return removed
+
+
+def _me() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_name
