@@ -74,7 +74,11 @@ MUTANTS ?= toolkit.compare.* toolkit.parity.x_judge_pair* toolkit.parity.x_toler
 	toolkit.files.checkpoint.x_validate_state_dict* toolkit.files.engine_sidecar.x_read_record* \
 	toolkit.files.engine_sidecar.x_verify_engine_file* toolkit.files.engine_sidecar.x__check_* \
 	toolkit.files.engine_sidecar.x__read_engine_bytes* toolkit.files.engine_sidecar.x_load_verified_engine* \
-	toolkit.bench.baseline.x_compare_to_baseline*
+	toolkit.bench.baseline.x_compare_to_baseline* \
+	toolkit.files.outputs.* toolkit.parity.x__check_pair_names* toolkit.parity.x__loaded_pairs* \
+	toolkit.diagnose.analysis.x_sqnr_db* toolkit.diagnose.analysis.x_judge* toolkit.diagnose.analysis.x_exposure_check* \
+	toolkit.backends.triton.x*TritonBackend*_check_model* toolkit.backends.triton.x*TritonBackend*_signature* \
+	toolkit.backends.triton.x*TritonBackend*served_precision* toolkit.backends.triton.x__config_precision*
 
 mutate: data
 	$(BIN)/python -c "import mutmut" 2>/dev/null || $(BIN)/python -m pip install --quiet --disable-pip-version-check 'mutmut>=3.8,<4'

@@ -58,3 +58,15 @@ def assert_one_line_error(proc, *needles, code=None):
     for needle in needles:
         assert needle.lower() in lines[0].lower(), f"{needle!r} not in {lines[0]!r}"
     return lines[0]
+
+
+def assert_one_line_exception(excinfo, *needles):
+    """A raised ToolkitError that the CLI renders as one line (problem; fix) with exit code 2."""
+    from toolkit.errors import EXIT_BAD_INPUT, ToolkitError
+
+    exc = excinfo.value
+    assert isinstance(exc, ToolkitError) and exc.exit_code == EXIT_BAD_INPUT and exc.fix
+    assert "\n" not in str(exc)
+    for needle in needles:
+        assert needle.lower() in str(exc).lower(), (needle, str(exc))
+    return str(exc)

@@ -545,6 +545,43 @@ def test_eval_reports_into_an_unwritable_directory(readonly_dir, good):
     expect_failure(args, ["cannot write", str(readonly_dir)], EXIT_BAD_INPUT, [readonly_dir, good], debug=False)
 
 
+def test_eval_reports_onto_a_read_only_file_system(readonly_dir, good):
+    """A read-only mount is said as such: "permission denied" sends the user to chmod, which cannot help."""
+    import os
+
+    if not os.statvfs(readonly_dir).f_flag & os.ST_RDONLY:
+        pytest.skip("no read-only mount here (needs root with mount rights): the directory is only chmod 500")
+    args = ["eval", "--backend", "onnxruntime", "--precision", "fp32", *QUICK_EVAL, "--checkpoint", good / "mnist_cnn.pt",
+            "--artifacts", good, "--report-dir", readonly_dir]
+    line = expect_failure(args, ["cannot write", str(readonly_dir), "read-only file system"], EXIT_BAD_INPUT, [good], debug=False)
+    assert "permission denied" not in line
+
+
+def _fifo(path: Path) -> None:
+    import os
+
+    os.mkfifo(path)
+
+
+def _link_to_dev_zero(path: Path) -> None:
+    path.symlink_to("/dev/zero")
+
+
+@pytest.mark.parametrize("make, kind", [(_fifo, "a FIFO"), (_link_to_dev_zero, "a character device (a symbolic link to /dev/zero)")])
+@pytest.mark.parametrize("victim", ["mnist_cnn.pt", "mnist_cnn.fp32.onnx"])
+def test_a_model_file_that_is_no_regular_file_is_said_so(make, kind, victim, tmp_path, good):
+    """A FIFO or a link to /dev/zero exists: it is "not a regular file", never "missing" (and never read)."""
+    d = tmp_path / "artifacts"
+    shutil.copytree(good, d)
+    (d / victim).unlink()
+    make(d / victim)
+    args = ["eval", "--backend", "onnxruntime", "--precision", "fp32", *QUICK_EVAL, "--checkpoint", d / "mnist_cnn.pt",
+            "--artifacts", d, "--report-dir", tmp_path / "reports"]
+    line = expect_failure(args, [str(d / victim), f"is {kind}, not a regular file"], EXIT_BAD_INPUT, [], debug=False)
+    assert "missing" not in line and "does not exist" not in line
+    assert not (tmp_path / "reports" / "parity.json").exists()
+
+
 def test_train_into_a_path_under_a_regular_file(tmp_path):
     blocker = tmp_path / "inputs" / "not-a-directory"
     blocker.parent.mkdir()

@@ -413,6 +413,21 @@ def test_bad_options_are_one_line_errors(args, needles, tmp_path):
     assert_one_line_error(proc, *needles, code=2)
 
 
+@pytest.mark.parametrize("mode", [[], ["--concurrency", "1"], ["--tune"]])
+def test_a_batch_size_that_cannot_fit_in_memory_is_refused_before_any_work(mode, tmp_path):
+    proc = run_cli("bench", "--batch-sizes", "1,100000000", *mode, "--out", tmp_path / "out")
+    assert_one_line_error(proc, "batch size 100000000 needs about", "GiB", "available", "--batch-sizes", code=2)
+    assert not (tmp_path / "out").exists()
+
+
+def test_batch_memory_check_against_a_known_amount():
+    from toolkit.bench.schema import BYTES_PER_IMAGE, check_batch_memory
+
+    check_batch_memory((1, 1000), available=1000 * BYTES_PER_IMAGE)
+    with pytest.raises(InputError, match="batch size 1001 needs about"):
+        check_batch_memory((1001, 1), available=1000 * BYTES_PER_IMAGE)
+
+
 def test_a_baseline_that_is_not_a_benchmark_is_refused(tmp_path):
     not_bench = tmp_path / "parity.json"
     not_bench.write_text(json.dumps({"passed": True, "pairs": []}))

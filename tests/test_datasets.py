@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import assert_one_line_exception as one_line
 from PIL import Image
 
 from toolkit.data import load_split_uint8, to_model_input
 from toolkit.datasets import count_overlap, open_data
-from toolkit.errors import EXIT_BAD_INPUT, DataError, InputError, ToolkitError
+from toolkit.errors import DataError, InputError
 from toolkit.model import MNIST_CNN_SPEC
 from toolkit.spec import ModelSpec, Preprocessing, Task, TensorSpec
 
@@ -22,16 +23,6 @@ def spec_for(inputs, classes=3, outputs=None):
 
 RGB8 = spec_for([TensorSpec("input", "float32", (-1, 3, 8, 8))])
 TWO_INPUTS = spec_for([TensorSpec("image", "float32", (-1, 3, 8, 8)), TensorSpec("features", "float32", (-1, 4))], classes=10)
-
-
-def one_line(excinfo, *needles):
-    """The error renders as the CLI's one line (problem; fix) with exit code 2."""
-    exc = excinfo.value
-    assert isinstance(exc, ToolkitError) and exc.exit_code == EXIT_BAD_INPUT and exc.fix
-    assert "\n" not in str(exc)
-    for needle in needles:
-        assert needle.lower() in str(exc).lower(), (needle, str(exc))
-    return str(exc)
 
 
 def write_folder(root, sizes_by_class, seed=0, mode="RGB"):

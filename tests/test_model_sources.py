@@ -9,22 +9,14 @@ import numpy as np
 import pytest
 import torch
 import user_models as um
+from helpers import assert_one_line_exception as one_line
 
-from toolkit.errors import EXIT_BAD_INPUT, CheckpointError, InputError, ToolkitError
+from toolkit.errors import CheckpointError, InputError
 from toolkit.model_sources import LoadedModel, load_torch_model, parse_input_option, torch_outputs
 from toolkit.spec import TensorSpec
 
 RESIDUAL = f"{um.FILE}:residual_bn_net"
 TWO = f"{um.FILE}:two_in_two_out"
-
-
-def one_line(excinfo, *needles):
-    exc = excinfo.value
-    assert isinstance(exc, ToolkitError) and exc.exit_code == EXIT_BAD_INPUT and exc.fix
-    assert "\n" not in str(exc)
-    for needle in needles:
-        assert needle.lower() in str(exc).lower(), (needle, str(exc))
-    return str(exc)
 
 
 def inputs(texts):

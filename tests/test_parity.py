@@ -1,4 +1,6 @@
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -6,6 +8,7 @@ import torch
 from helpers import assert_one_line_error, run_cli
 
 from toolkit import parity
+from toolkit.errors import InputError
 from toolkit.stats import mcnemar_exact
 
 CPU_BACKENDS = ["pytorch", "onnxruntime", "openvino"]
@@ -269,3 +272,165 @@ def test_judge_pair_is_a_pure_verdict():
     # Predictions that change with the batch size fail on their own.
     r = parity.judge_pair(parity.CapturedPair("x", "int8", "ok", logits={1: ref, 64: worse}), ref, labels, loose, min_accuracy=0.0)
     assert r.status == "fail" and r.reason == "predictions change with batch size (10 images differ)"
+
+
+def _near_ties(n: int, flipped: int):
+    """Reference logits right on all but `flipped` images (those have their top two classes 0.01
+    apart, both wrong), and a candidate that swaps those two: agreement (n - flipped) / n, the
+    same accuracy, and no logit more than 0.02 away."""
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 10, n)
+    ref = rng.normal(size=(n, 10)).astype(np.float32)
+    ref[np.arange(n), labels] += 10.0
+    cand = ref.copy()
+    for i in range(flipped):
+        a, b = (labels[i] + 1) % 10, (labels[i] + 2) % 10
+        ref[i, labels[i]] -= 20.0
+        ref[i, a], ref[i, b] = 11.0, 10.99
+        cand[i] = ref[i]
+        cand[i, b] += 0.02
+    return labels, ref, cand
+
+
+@pytest.mark.parametrize("n, flipped, status", [(1000, 1, "pass"), (2000, 3, "fail")])
+def test_fp16_top1_agreement_limit_is_99_9_percent(n, flipped, status):
+    """fp16's only limit this case touches is top-1 agreement: 99.9% passes, 99.85% fails."""
+    labels, ref, cand = _near_ties(n, flipped)
+    tol = parity.DEFAULT_TOLERANCES["fp16"]
+    r = parity.judge_pair(parity.CapturedPair("x", "fp16", "ok", logits={1: cand}), ref, labels, tol)
+    assert r.status == status, r.reason
+    assert r.reason == ("" if status == "pass" else "agreement 99.85% < 99.90%")
+    assert r.delta_pp == 0.0 and r.max_abs_logit <= 0.02 + 1e-6
+
+
+# --- saved outputs: names, signature, manifest (what the digests do not protect) ----------------
+
+def _relabel(src: Path, dst_dir: Path, keep_signature: bool = False, **changes) -> Path:
+    """A deliberate edit: provenance rewritten and every digest recomputed, as an editor would."""
+    from toolkit.files import outputs as saved
+
+    with np.load(src, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    prov = dict(json.loads(str(arrays["provenance"])), **changes)
+    logits = {k: v for k, v in arrays.items() if k.startswith("logits_b")}
+    prov["logits_sha256"] = {k[len("logits_b"):]: saved.logits_digest(v) for k, v in logits.items()}
+    out = {**logits, "provenance": np.array(json.dumps(prov, sort_keys=True))}
+    if keep_signature:
+        out["signature"] = arrays["signature"]
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    dst = dst_dir / saved.file_name(prov["backend"], prov["precision"])
+    np.savez(dst, **out)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def signed_outputs(tmp_path_factory, checkpoint, exported_dir):
+    """onnxruntime/fp32 outputs of 64 images, saved signed with a key (and a manifest), once."""
+    d = tmp_path_factory.mktemp("signed")
+    key = d / "key"
+    key.write_bytes(bytes(range(32)))
+    proc = run_cli("eval", "--checkpoint", checkpoint, "--artifacts", exported_dir, "--backend", "onnxruntime", "--precision", "fp32",
+                   "--batch-sizes", "64", "--limit", "64", "--save-outputs", d / "out", "--sign-key", key, "--report-dir", d / "r")
+    assert proc.returncode == 0, proc.stderr
+    assert (d / "out" / "manifest.json").is_file()
+    return d / "out" / "onnxruntime-fp32.npz", key
+
+
+def _load(directory, checkpoint, key=None):
+    from toolkit.files import outputs as saved
+
+    return parity._loaded_pairs(directory, checkpoint, 64, 64, None, None, saved.read_key(key) if key else None)
+
+
+def test_saved_outputs_naming_an_unknown_precision_or_backend_are_bad_input(signed_outputs, checkpoint, tmp_path):
+    npz, _ = signed_outputs
+    _relabel(npz, tmp_path / "precision", precision="fp64")
+    proc = run_cli("eval", "--checkpoint", checkpoint, "--limit", "64", "--load-outputs", tmp_path / "precision", "--report-dir", tmp_path / "r")
+    assert_one_line_error(proc, "unknown precision 'fp64'", code=2)
+    _relabel(npz, tmp_path / "backend", backend="nosuch")
+    with pytest.raises(InputError, match="unknown backend 'nosuch'"):
+        _load(tmp_path / "backend", checkpoint)
+    _relabel(npz, tmp_path / "pair", backend="pytorch", precision="int8")
+    with pytest.raises(InputError, match="a precision pytorch does not run"):
+        _load(tmp_path / "pair", checkpoint)
+
+
+def test_the_tolerance_row_follows_the_backend_not_the_recorded_device(signed_outputs, checkpoint, tmp_path):
+    """Claiming a GPU would loosen fp32 from 1e-4 to TF32's 0.05: the device is the backend's own."""
+    npz, _ = signed_outputs
+    _relabel(npz, tmp_path / "gpu", device="cuda")
+    with pytest.raises(InputError, match="records device 'cuda', but onnxruntime runs on cpu"):
+        _load(tmp_path / "gpu", checkpoint)
+    assert _load(npz.parent, checkpoint)[0].device == "cpu"
+
+
+def test_a_signing_key_authenticates_the_provenance(signed_outputs, checkpoint, tmp_path):
+    npz, key = signed_outputs
+    pairs = _load(npz.parent, checkpoint, key)
+    assert [(p.backend, p.precision) for p in pairs] == [("onnxruntime", "fp32")] and "signature verified" in pairs[0].runtime
+    # CPU logits relabelled tensorrt/int8 on cuda, digests recomputed: without a key this is taken as written ...
+    forged = _relabel(npz, tmp_path / "forged", keep_signature=True, backend="tensorrt", precision="int8", device="cuda")
+    assert _load(forged.parent, checkpoint)[0].backend == "tensorrt"
+    # ... with the key, the old signature no longer matches: refused, one line, exit 2.
+    proc = run_cli("eval", "--checkpoint", checkpoint, "--limit", "64", "--load-outputs", forged.parent, "--sign-key", key,
+                   "--report-dir", tmp_path / "r1")
+    assert_one_line_error(proc, "has a signature that this key did not make", code=2)
+    # No signature at all, or another key: refused.
+    _relabel(npz, tmp_path / "unsigned")
+    with pytest.raises(InputError, match="is not signed, and a signing key was given"):
+        _load(tmp_path / "unsigned", checkpoint, key)
+    other = tmp_path / "other.key"
+    other.write_bytes(bytes(range(1, 33)))
+    with pytest.raises(InputError, match="signature that this key did not make"):
+        _load(npz.parent, checkpoint, other)
+    # A key too short to be one, and --sign-key with nothing to sign or check.
+    short = tmp_path / "short.key"
+    short.write_bytes(b"secret\n")
+    with pytest.raises(InputError, match="fewer than 16"):
+        _load(npz.parent, checkpoint, short)
+    proc = run_cli("eval", "--checkpoint", checkpoint, "--limit", "64", "--sign-key", key, "--report-dir", tmp_path / "r2")
+    assert_one_line_error(proc, "--sign-key", "--save-outputs", code=2)
+
+
+def test_saved_outputs_are_checked_against_the_directory_manifest(signed_outputs, checkpoint, tmp_path):
+    npz, _ = signed_outputs
+    d = tmp_path / "copy"
+    shutil.copytree(npz.parent, d)
+    _relabel(d / npz.name, d)  # rewritten in place, digests recomputed, manifest left as it was
+    with pytest.raises(InputError, match="differ from their entry in"):
+        _load(d, checkpoint)
+    (d / "manifest.json").write_text(json.dumps({"version": 1, "artifacts": {}}))
+    with pytest.raises(InputError, match="is not listed in"):
+        _load(d, checkpoint)
+    (d / "manifest.json").unlink()  # no manifest: nothing to check against
+    assert _load(d, checkpoint)[0].backend == "onnxruntime"
+
+
+def test_saved_outputs_round_trip_in_process_signed_and_not(tmp_path):
+    """save_outputs -> load_outputs keeps every array bit for bit and the provenance; a signature
+    is written only with a key and checked only with one."""
+    from toolkit.files import outputs as saved
+
+    rng = np.random.default_rng(3)
+    logits = {1: rng.normal(size=(20, 10)).astype(np.float32), 64: rng.normal(size=(20, 10)).astype(np.float32)}
+    key = bytes(range(16))
+    (tmp_path / "signed").mkdir()
+    (tmp_path / "unsigned").mkdir()
+    out = saved.SavedOutputs("openvino", "int8", logits, {"checkpoint_sha256": "c" * 64, "device": "cpu"})
+    path = saved.save_outputs(tmp_path / "signed", out, key=key)
+    assert path == tmp_path / "signed" / "openvino-int8.npz" and (tmp_path / "signed" / "manifest.json").is_file()
+    saved.check_manifest(path)
+    for with_key in (key, None):
+        back = saved.load_outputs(path, with_key)
+        assert (back.backend, back.precision) == ("openvino", "int8") and back.provenance["device"] == "cpu"
+        assert sorted(back.logits) == [1, 64] and all(np.array_equal(back.logits[b], logits[b]) for b in logits)
+        assert back.provenance["logits_sha256"] == {str(b): saved.logits_digest(x) for b, x in logits.items()}
+    with np.load(path, allow_pickle=False) as npz:
+        assert str(npz["signature"]) == saved.sign(str(npz["provenance"]), key)
+    unsigned = saved.save_outputs(tmp_path / "unsigned", out)
+    with np.load(unsigned, allow_pickle=False) as npz:
+        assert "signature" not in npz.files
+    with pytest.raises(InputError, match="is not signed"):
+        saved.load_outputs(unsigned, key)
+    with pytest.raises(InputError, match="this key did not make"):
+        saved.load_outputs(path, bytes(range(1, 17)))

@@ -139,6 +139,9 @@ REFUSALS = {
     "onnx missing": (lambda e: paths.onnx_path("fp32", e.parent).unlink(), HERE, "is missing"),
     "other tensorrt": (lambda e: None, EngineEnvironment("11.4.0.106", HERE.gpu_name, HERE.compute_capability), "TensorRT 10.16.1.11"),
     "other gpu": (lambda e: None, EngineEnvironment(HERE.tensorrt_version, "NVIDIA L4", "8.9"), "NVIDIA L4"),
+    # Same compute capability, another GPU (H100 and H200 are both 9.0): still refused, by name.
+    "other gpu, same compute capability": (lambda e: None, EngineEnvironment(HERE.tensorrt_version, "NVIDIA H100 80GB HBM3", "9.0"),
+                                           "NVIDIA H100 80GB HBM3"),
     "other compute capability": (lambda e: None, EngineEnvironment(HERE.tensorrt_version, HERE.gpu_name, "10.0"), "compute capability 10.0"),
 }
 

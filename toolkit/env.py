@@ -41,6 +41,36 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def available_memory_bytes() -> int | None:
+    """Memory this process could still take: the kernel's MemAvailable, capped by a cgroup v2
+    limit when one is set; None when neither can be read."""
+    found = []
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        limit = open("/sys/fs/cgroup/memory.max", encoding="utf-8").read().strip()
+        used = open("/sys/fs/cgroup/memory.current", encoding="utf-8").read().strip()
+        if limit != "max":
+            found.append(max(0, int(limit) - int(used)))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
+
+
+def check_memory(needed: int, what: str, fix: str, available: int | None = None) -> None:
+    """InputError when `what` needs more bytes than are available (unknown: not refused)."""
+    from toolkit.errors import InputError
+
+    available = available_memory_bytes() if available is None else available
+    if available is not None and needed > available:
+        raise InputError(f"{what} needs about {needed / 2**30:.1f} GiB for its arrays, this machine has {available / 2**30:.1f} GiB available", fix)
+
+
 def load_average() -> list[float] | None:
     try:
         return [round(v, 2) for v in os.getloadavg()]

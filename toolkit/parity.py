@@ -235,13 +235,33 @@ def _provenance(captured: CapturedPair, checkpoint_sha256: str, images: int, lim
     }
 
 
+def _check_pair_names(loaded: saved.SavedOutputs, path: Path) -> str:
+    """The device the saved pair's backend runs on; a backend this toolkit does not know, or one
+    that does not run the precision or on the device the file records, is bad input."""
+    fix = "capture them again with `toolkit eval --save-outputs DIR`"
+    spec = registry.BY_NAME.get(loaded.backend)
+    if spec is None:
+        raise InputError(f"saved outputs {path} names an unknown backend {loaded.backend!r} "
+                         f"(known: {', '.join(registry.backend_names())})", fix)
+    if loaded.precision not in spec.precisions:
+        raise InputError(f"saved outputs {path} names {loaded.backend}/{loaded.precision}, a precision {loaded.backend} "
+                         f"does not run (it runs {', '.join(spec.precisions)})", fix)
+    recorded = loaded.provenance.get("device")
+    if recorded != spec.device:
+        # The tolerance row follows the backend's device (fp32 on a GPU allows TF32), never the file's word.
+        raise InputError(f"saved outputs {path} records device {recorded!r}, but {loaded.backend} runs on {spec.device}", fix)
+    return spec.device
+
+
 def _loaded_pairs(directory: str | Path, checkpoint: str | Path, images: int, limit: int | None,
-                  backends: list[str] | None, precisions: list[str] | None) -> list[CapturedPair]:
+                  backends: list[str] | None, precisions: list[str] | None, key: bytes | None = None) -> list[CapturedPair]:
     """Saved outputs turned back into captured pairs, refusing any that were not captured from
-    this checkpoint on these test images."""
+    this checkpoint on these test images (or, with `key`, not signed with it)."""
     pairs = []
     for path in saved.list_output_files(directory):
-        loaded = saved.load_outputs(path)
+        saved.check_manifest(path)
+        loaded = saved.load_outputs(path, key)
+        device = _check_pair_names(loaded, path)
         if (backends and loaded.backend not in backends) or (precisions and loaded.precision not in precisions):
             continue
         saved.check_checkpoint(loaded, checkpoint, path)
@@ -250,9 +270,9 @@ def _loaded_pairs(directory: str | Path, checkpoint: str | Path, images: int, li
         if got != images or prov.get("limit") != limit:
             raise InputError(f"saved outputs {path} hold {got} images (limit {prov.get('limit')}), this gate runs {images} (limit {limit})",
                              "pass the same --limit as when they were captured")
-        pairs.append(CapturedPair(loaded.backend, loaded.precision, "ok", device=str(prov.get("device", "")),
+        pairs.append(CapturedPair(loaded.backend, loaded.precision, "ok", device=device,
                                   model_path=str(prov.get("model_path", "")),
-                                  runtime=f"{prov.get('runtime', '')} (saved outputs, {path.name})",
+                                  runtime=f"{prov.get('runtime', '')} (saved outputs, {path.name}{', signature verified' if key else ''})",
                                   logits=dict(sorted(loaded.logits.items())),
                                   seconds={int(k): float(v) for k, v in (prov.get("seconds") or {}).items()},
                                   provenance=prov))
@@ -276,11 +296,13 @@ def run_gate(
     save_outputs: str | Path | None = None,
     load_outputs: str | Path | None = None,
     endpoint: dict | None = None,
+    sign_key: str | Path | None = None,
 ) -> ParityReport:
     """Evaluate every requested pair against the PyTorch fp32 reference; see module docstring.
     `save_outputs`: also write each captured pair's logits there; `load_outputs`: judge the pairs
     saved there instead of running any backend. `endpoint` ({"url", "model", "timeout_s", "token"})
-    is where the `triton` backend's pairs run."""
+    is where the `triton` backend's pairs run. `sign_key` (a key file): sign the saved outputs, or
+    refuse loaded ones not signed with it (toolkit.files.outputs)."""
     from toolkit.data import load_split_uint8, to_model_input
     from toolkit.files.checkpoint import load_state_dict
     from toolkit.files.store import sha256_file
@@ -295,6 +317,9 @@ def run_gate(
         raise InputError(f"--limit must be positive, got {limit}", "omit it to use all 10,000 test images")
     if save_outputs is not None and load_outputs is not None:
         raise InputError("--save-outputs and --load-outputs exclude each other", "save on one machine, load on another")
+    if sign_key is not None and save_outputs is None and load_outputs is None:
+        raise InputError("--sign-key signs saved outputs or checks loaded ones", "pass it with --save-outputs DIR or --load-outputs DIR")
+    key = saved.read_key(sign_key) if sign_key is not None else None
     batch_sizes = tuple(int(b) for b in batch_sizes)
     # Names and availability first (what was asked), then the checkpoint: a bad one is bad input, not a failed pair.
     planned = [] if load_outputs is not None else registry.plan_pairs(backends, precisions, checkpoint, artifacts_dir, endpoint)
@@ -305,14 +330,14 @@ def run_gate(
     images = to_model_input(images_u8)
     labels = labels_u8.astype(np.int64)
     checkpoint_sha256 = sha256_file(checkpoint)
-    captured = (_loaded_pairs(load_outputs, checkpoint, len(images), limit, backends, precisions) if load_outputs is not None
+    captured = (_loaded_pairs(load_outputs, checkpoint, len(images), limit, backends, precisions, key) if load_outputs is not None
                 else [capture_pair(p, images, batch_sizes, threads) for p in planned])
     if save_outputs is not None:
         for c in captured:
             if c.status == "ok":
                 saved.save_outputs(save_outputs, saved.SavedOutputs(c.backend, c.precision, c.logits,
                                                                     _provenance(c, checkpoint_sha256, len(images), limit)),
-                                   parents=[Path(checkpoint)])
+                                   parents=[Path(checkpoint)], key=key)
     ref = reference_logits(checkpoint, images)
     tolerances = {**DEFAULT_TOLERANCES, **(tolerances or {})}
     results = [judge_pair(c, ref, labels, tolerances[tolerance_key(c.precision, c.device)], min_accuracy) for c in captured]

@@ -231,6 +231,19 @@ def _endpoint_options(precision: str, endpoint: dict | None, precisions_asked: i
     return parse_endpoint(endpoint["url"], endpoint["model"]).model_url, endpoint
 
 
+def _served_precision(endpoint: dict) -> str:
+    """The precision of the model `endpoint` names, as its server's configuration (or its name) records it."""
+    from toolkit.backends.triton import TritonBackend, parse_endpoint
+
+    options = {k: v for k, v in endpoint.items() if v is not None}
+    precision = TritonBackend(None, "fp32", **options).served_precision()
+    if precision is None:
+        ep = parse_endpoint(endpoint["url"], endpoint["model"])
+        raise InputError(f"model {ep.model!r} at {ep.url} does not record its precision (no toolkit_precision parameter, "
+                         "not a toolkit model name)", "pass --precision")
+    return check_precision(precision)
+
+
 def plan_pairs(backends: list[str] | None, precisions: list[str] | None, checkpoint: str | Path,
                artifacts_dir: str | Path = paths.ARTIFACTS_DIR, endpoint: dict | None = None, spec=None) -> list[PlannedPair]:
     """Every requested pair with the file it reads, checked before any work: unknown names and a
@@ -246,6 +259,8 @@ def plan_pairs(backends: list[str] | None, precisions: list[str] | None, checkpo
     model = None if spec is None or spec is MNIST_CNN_SPEC else spec
     if endpoint and endpoint.get("url") and not backends:
         backends = ["triton"]  # --url alone: the server's model
+    if backends == ["triton"] and not precisions and endpoint and endpoint.get("url") and endpoint.get("model") and status("triton").available:
+        precisions = [_served_precision(endpoint)]  # --model names one model: its precision is the server's word
     for name in backends or []:
         get_spec(name)
         st = status(name)
@@ -276,8 +291,9 @@ def plan_pairs(backends: list[str] | None, precisions: list[str] | None, checkpo
             continue
         path = Path(checkpoint) if spec.reads == "checkpoint" else model_path_for(name, precision, artifacts_dir, model)
         # A missing checkpoint is said by check_model_file, in the words every command uses for it.
-        if st.available and not path.is_file() and spec.reads != "checkpoint":
-            raise ModelFileError(f"model file {path} for {name}/{precision} is missing", _how_to_make(spec.reads, precision))
+        if st.available and spec.reads != "checkpoint" and (problem := paths.not_a_file(path)):
+            problem = "is missing" if problem == "does not exist" else problem
+            raise ModelFileError(f"model file {path} for {name}/{precision} {problem}", _how_to_make(spec.reads, precision))
         if st.available and (spec.reads, path) not in checked:
             check_model_file(name, precision, path, model)
             checked.add((spec.reads, path))

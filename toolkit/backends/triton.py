@@ -131,6 +131,11 @@ def _one_line(exc: BaseException) -> str:
     return (text or type(exc).__name__)[:240]
 
 
+def _config_precision(config: dict) -> str | None:
+    value = ((config.get("parameters") or {}).get("toolkit_precision") or {}).get("string_value")
+    return value if isinstance(value, str) and value else None
+
+
 def _status(exc: BaseException) -> str:
     status = getattr(exc, "status", None)
     try:
@@ -187,6 +192,17 @@ class TritonBackend(Backend):
                                "check that the server is running (`toolkit serve`) and --url/--model") from None
 
     def _load(self) -> None:
+        self._connect_live()
+        try:
+            self._check_model()
+        except BaseException:
+            self.close()
+            raise
+        if self.shared_memory:
+            self._setup_shared_memory()
+
+    def _connect_live(self) -> None:
+        """A client of a live server, or UnavailableError."""
         ep = self.endpoint
         try:
             self.client = self._connect()
@@ -198,13 +214,6 @@ class TritonBackend(Backend):
         if not live:
             self.close()
             raise UnavailableError(f"the Triton server at {ep.url} is not live", "check the server's log")
-        try:
-            self._check_model()
-        except BaseException:
-            self.close()
-            raise
-        if self.shared_memory:
-            self._setup_shared_memory()
 
     def _check_model(self) -> None:
         ep = self.endpoint
@@ -233,10 +242,9 @@ class TritonBackend(Backend):
                 "serve this toolkit's model (`toolkit serve`, or the repository from `toolkit export --format triton`)",
             )
         kwargs = {"as_json": True} if ep.protocol == "grpc" else {}
-        config = self._call("a configuration request", self.client.get_model_config, ep.model, **kwargs)
-        config = config.get("config", config)  # gRPC wraps it
+        config = self._model_config()
         self.max_batch = int(config.get("max_batch_size", 0) or 0)
-        served_precision = ((config.get("parameters") or {}).get("toolkit_precision") or {}).get("string_value")
+        served_precision = _config_precision(config)
         if served_precision and served_precision != self.precision:
             raise InputError(f"model {ep.model!r} at {ep.url} is {served_precision}, not {self.precision}",
                              f"pass --precision {served_precision}, or the model of that precision")
@@ -255,6 +263,25 @@ class TritonBackend(Backend):
                                  f"expected {list(want_in)} -> {list(want_out)} (model {self.spec.name})",
                                  "serve the repository `toolkit export --format triton` wrote for this model")
         self._triton_names = triton_names(self.spec)
+
+    def _model_config(self) -> dict:
+        kwargs = {"as_json": True} if self.endpoint.protocol == "grpc" else {}
+        config = self._call("a configuration request", self.client.get_model_config, self.endpoint.model, **kwargs)
+        return config.get("config", config)  # gRPC wraps it
+
+    def served_precision(self) -> str | None:
+        """The precision the served model's configuration records (`toolkit_precision`, written by
+        `toolkit export --format triton` and `toolkit serve`), else the one its name says; None when
+        neither does. Asks the server without loading the model's signature checks."""
+        self._connect_live()
+        try:
+            recorded = _config_precision(self._model_config())
+        except ToolkitError:
+            recorded = None  # an older server or an unknown model: said by the load that follows
+        finally:
+            self.close()
+        named = parse_model_name(self.endpoint.model)
+        return recorded or (named[1] if named else None)
 
     @staticmethod
     def _signature(meta: dict) -> tuple:

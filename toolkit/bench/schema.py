@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from toolkit import env
 from toolkit.errors import InputError
 from toolkit.files.store import to_jsonable
 from toolkit.stats import percentile
@@ -87,6 +88,14 @@ class Warmup:
         return f"{self.seconds:g} s" if self.seconds else f"{self.count} calls"
 
 
+BYTES_PER_IMAGE = 28 * 28 * (1 + 4 + 4) + 10 * 4  # uint8 source, float32 batch, a runtime's copy, logits
+
+
+def check_batch_memory(batch_sizes, available: int | None = None) -> None:
+    """Refuse, before any work, a batch size whose arrays cannot fit in the memory left."""
+    env.check_memory(max(batch_sizes) * BYTES_PER_IMAGE, f"batch size {max(batch_sizes)}", "pass smaller --batch-sizes (e.g. 1,256)", available)
+
+
 @dataclass(frozen=True)
 class BenchConfig:
     batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
@@ -112,6 +121,7 @@ class BenchConfig:
             object.__setattr__(self, "tuned", load_tuned(self.tuned))
         if not self.batch_sizes or any(not isinstance(b, int) or isinstance(b, bool) or b <= 0 for b in self.batch_sizes):
             raise InputError(f"batch sizes must be positive integers, got {list(self.batch_sizes)}", "pass e.g. --batch-sizes 1,8,32")
+        check_batch_memory(self.batch_sizes)
         if self.iterations < 1:
             raise InputError(f"--iterations must be at least 1, got {self.iterations}", "pass e.g. --iterations 100")
         if not math.isfinite(self.min_seconds) or self.min_seconds < 0:

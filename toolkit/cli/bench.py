@@ -70,6 +70,10 @@ def bench(backends, precisions, batch_sizes, warmup, iterations, min_seconds, th
         from toolkit.errors import InputError
 
         raise InputError("--data applies to another model's artifacts; the built-in CNN is benchmarked on MNIST", "drop --data")
+    if batch_sizes is not None:  # every mode below: refused before any work when it cannot fit
+        from toolkit.bench.schema import check_batch_memory
+
+        check_batch_memory(_batch_sizes(batch_sizes))
     if concurrency is not None or serve_local:
         from toolkit.bench.serving import run_load_command
         from toolkit.files.store import check_writable_dir

@@ -128,6 +128,8 @@ def export(fmt, precision, checkpoint, out_dir, calibration_images, calibration,
               help="Also write each pair's logits with their provenance to DIR (.npz), to gate them elsewhere.")
 @click.option("--load-outputs", type=click.Path(file_okay=False), default=None,
               help="Gate the logits saved in DIR by --save-outputs (e.g. on a GPU machine) instead of running backends.")
+@click.option("--sign-key", type=click.Path(dir_okay=False), default=None,
+              help="A key file: sign the --save-outputs (HMAC-SHA256), or refuse --load-outputs not signed with it.")
 @_triton_url_option
 @_triton_model_option
 @_triton_timeout_option
@@ -141,8 +143,8 @@ def export(fmt, precision, checkpoint, out_dir, calibration_images, calibration,
 @click.option("--output-tolerance", "output_tolerances", multiple=True,
               help="Another model: NAME=REL,COS overrides one output's max relative error and min cosine similarity (repeatable).")
 def eval_cmd(backends, precisions, batch_sizes, min_accuracy, max_logit_diff, min_agreement, do_export, threads, limit, report_dir,
-             save_outputs, load_outputs, url, model, timeout, checkpoint, artifacts_dir, data_dir, data_source, pre_size, pre_resize,
-             pre_channels, pre_mean, pre_std, pre_scale, max_accuracy_drop, output_tolerances):
+             save_outputs, load_outputs, sign_key, url, model, timeout, checkpoint, artifacts_dir, data_dir, data_source, pre_size,
+             pre_resize, pre_channels, pre_mean, pre_std, pre_scale, max_accuracy_drop, output_tolerances):
     """Accuracy parity: the full test set through every available (backend, precision) pair. The
     model is the one exported into --artifacts (its model.json; the built-in CNN where there is none)."""
     from toolkit.files.spec_file import read_spec
@@ -160,7 +162,7 @@ def eval_cmd(backends, precisions, batch_sizes, min_accuracy, max_logit_diff, mi
                          artifacts_dir=artifacts_dir, data_dir=data_dir, endpoint=_endpoint(url, model, timeout),
                          max_accuracy_drop=max_accuracy_drop, min_agreement=min_agreement, output_tolerances=output_tolerances,
                          preprocessing_flags=(pre_size, pre_resize, pre_channels, pre_mean, pre_std, pre_scale),
-                         refused={"--max-logit-diff": max_logit_diff, "--save-outputs": save_outputs, "--load-outputs": load_outputs,
+                         refused={"--max-logit-diff": max_logit_diff, "--save-outputs": save_outputs, "--load-outputs": load_outputs, "--sign-key": sign_key,
                                   "--export": do_export or None})
         return
     if max_accuracy_drop is not None or output_tolerances or any(v is not None for v in (pre_size, pre_resize, pre_channels, pre_mean,
@@ -183,7 +185,7 @@ def eval_cmd(backends, precisions, batch_sizes, min_accuracy, max_logit_diff, mi
         checkpoint=checkpoint, artifacts_dir=artifacts_dir, backends=backend_list, precisions=precision_list,
         batch_sizes=sizes, tolerances=override_tolerances(max_logit_diff, min_agreement), min_accuracy=min_accuracy,
         data_dir=data_dir, threads=threads, limit=limit, save_outputs=save_outputs, load_outputs=load_outputs,
-        endpoint=_endpoint(url, model, timeout),
+        endpoint=_endpoint(url, model, timeout), sign_key=sign_key,
     )
     json_path, md_path = write_parity_reports(report, report_dir)
     click.echo(format_parity(report))

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.errors import ToolkitError, UnavailableError
+from toolkit.serve.host import descendants
 
 NODE_START_TIMEOUT_S = 90.0
 OBJECT_STORE_BYTES = 100_000_000  # per node; Ray's minimum is 75 MB and the model is ~100 KB
@@ -66,29 +67,10 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def _children() -> dict[int, list[int]]:
-    tree: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        tree.setdefault(ppid, []).append(int(entry))
-    return tree
-
-
 def _with_descendants(roots: set[int]) -> set[int]:
-    tree, out, todo = _children(), set(), list(roots)
-    while todo:
-        pid = todo.pop()
-        if pid in out:
-            continue
-        out.add(pid)
-        todo.extend(tree.get(pid, []))
+    out = set(roots)
+    for pid in roots:
+        out.update(descendants(pid))
     return out
 
 

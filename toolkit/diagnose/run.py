@@ -83,9 +83,11 @@ def read_parity(artifacts_dir: Path, backend: str, precision: str) -> dict:
 
 def _load_onnx(path: Path, precision: str, spec=None):
     from toolkit.files.onnx_file import load_checked
+    from toolkit.files.paths import not_a_file
 
-    if not path.is_file():
-        raise ModelFileError(f"{path} is missing", f"export it with `toolkit export --format onnx --precision {precision}`")
+    if problem := not_a_file(path):
+        problem = "is missing" if problem == "does not exist" else problem
+        raise ModelFileError(f"{path} {problem}", f"export it with `toolkit export --format onnx --precision {precision}`")
     return load_checked(path) if spec is None else load_checked(path, spec)
 
 

@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 from toolkit.errors import CheckpointError
-from toolkit.files.paths import DEFAULT_CHECKPOINT
+from toolkit.files.paths import DEFAULT_CHECKPOINT, not_a_file
 
 MAX_CHECKPOINT_BYTES = 64 * 1024 * 1024  # the model has 28,938 parameters (~116 KB)
 
@@ -36,8 +36,8 @@ def _read_state_dict(p: Path, max_bytes: int, retrain: str, missing_fix: str, to
     """The file's mapping of names to tensors via torch.load(weights_only=True), after the size checks."""
     import torch
 
-    if not p.is_file():
-        raise CheckpointError(f"checkpoint {p} does not exist", missing_fix)
+    if problem := not_a_file(p):
+        raise CheckpointError(f"checkpoint {p} {problem}", missing_fix)
     size = p.stat().st_size
     if size == 0:
         raise CheckpointError(f"checkpoint {p} is empty", retrain)

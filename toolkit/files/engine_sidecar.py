@@ -223,8 +223,8 @@ def verify_engine_file(engine_path: str | os.PathLike, expected: EngineEnvironme
     or a changed or missing source ONNX.
     """
     engine_path = Path(engine_path)
-    if not engine_path.is_file():
-        raise ModelFileError(f"TensorRT engine {engine_path} does not exist", _rebuild_fix(engine_path).replace("rebuild it", "build it", 1))
+    if problem := paths.not_a_file(engine_path):
+        raise ModelFileError(f"TensorRT engine {engine_path} {problem}", _rebuild_fix(engine_path).replace("rebuild it", "build it", 1))
     record = read_record(engine_path)
     fix = _rebuild_fix(engine_path, record)
     if record["engine"].get("file") != engine_path.name:

@@ -12,13 +12,13 @@ import os
 from pathlib import Path
 
 from toolkit.errors import ModelFileError
+from toolkit.files.paths import not_a_file
 from toolkit.model import IMAGE_SHAPE, MNIST_CNN_SPEC, NUM_CLASSES
 
 MAX_ONNX_BYTES = 16 * 1024 * 1024  # fp32 model is ~120 KB
 # Another model's file (`--model path/model.onnx`, or its exports): protobuf's own 2 GiB limit, less
 # a margin; larger models need external data, which is refused anyway.
 MAX_MODEL_ONNX_BYTES = (2 << 30) - (64 << 20)
-_ANY = object()  # load_checked(spec=None): the signature is read off the graph, not checked against one
 ALLOWED_DOMAINS = {"", "ai.onnx"}
 
 
@@ -34,8 +34,8 @@ def load_checked(path: str | os.PathLike, spec=MNIST_CNN_SPEC):
     from google.protobuf.message import DecodeError
 
     p = Path(path)
-    if not p.is_file():
-        raise ModelFileError(f"ONNX file {p} does not exist", "export it with `toolkit export --format onnx`")
+    if problem := not_a_file(p):
+        raise ModelFileError(f"ONNX file {p} {problem}", "export it with `toolkit export --format onnx`")
     size = p.stat().st_size
     if size == 0:
         raise ModelFileError(f"ONNX file {p} is empty", _fix(p))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 ARTIFACTS_DIR = Path("artifacts")
@@ -44,3 +46,24 @@ def sidecar_path(engine: str | Path) -> Path:
 
 def timing_cache_path(artifacts_dir: str | Path = ARTIFACTS_DIR) -> Path:
     return Path(artifacts_dir) / "tensorrt.timing-cache"
+
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def not_a_file(path: str | os.PathLike) -> str | None:
+    """Why `path` is no regular file to read, in words ("does not exist", "is a FIFO, not a regular
+    file"); None when it is one. A FIFO or a link to /dev/zero exists: calling it missing misleads."""
+    p = Path(path)
+    try:
+        mode = p.stat().st_mode  # follows links: a link to /dev/zero is a character device
+    except FileNotFoundError:
+        return "is a broken symbolic link" if p.is_symlink() else "does not exist"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _KINDS if test(mode)), "a special file")
+    via = f" (a symbolic link to {os.path.realpath(p)})" if p.is_symlink() else ""
+    return f"is {kind}{via}, not a regular file"

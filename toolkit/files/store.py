@@ -63,6 +63,13 @@ def _describe_os_error(exc: OSError, path: Path) -> OutputError:
     return OutputError(f"cannot write {path} ({exc.strerror})", "check the output location")
 
 
+def _read_only(directory: Path) -> bool:
+    try:
+        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 def check_writable_dir(directory: str | os.PathLike, create: bool = False) -> Path:
     """Fail early, before any work, when the output directory can't take files (or its manifest
     can't record them)."""
@@ -76,6 +83,8 @@ def check_writable_dir(directory: str | os.PathLike, create: bool = False) -> Pa
             raise OutputError(f"cannot create directory {d} ({exc.strerror})", "choose a writable location") from None
     if not d.is_dir():
         raise OutputError(f"{d} is not a directory", "choose a directory for the output")
+    if _read_only(d):
+        raise OutputError(f"cannot write to {d} (read-only file system)", "choose a location on a writable file system")
     if not os.access(d, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write to {d} (permission denied)", "choose a writable location")
     read_manifest(d)
