@@ -19,7 +19,7 @@ from importlib import metadata
 TENSORRT_DISTRIBUTIONS = ("tensorrt-cu13-bindings", "tensorrt-cu12-bindings", "tensorrt-cu13", "tensorrt-cu12", "tensorrt")
 # How to get a GPU stack; every "unavailable" message about the GPU backends ends with it.
 GPU_INSTALL = ("install one CUDA stack in its own environment: `make gpu-install CUDA=12` (driver r535+) "
-               "or `CUDA=13` (driver r580+); see README, GPU and TensorRT")
+               "or `CUDA=13` (driver r580+); see docs/gpu-tensorrt.md")
 RUNTIME_DISTRIBUTIONS = ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt", "numpy")
 
 

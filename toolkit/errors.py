@@ -6,7 +6,7 @@ and is reported as such (with the traceback only under --debug).
 
 from __future__ import annotations
 
-# Exit codes, documented in the README.
+# Exit codes, documented in docs/reliability.md.
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1  # the command ran and its verdict is "no": parity broken, artifacts changed
 EXIT_BAD_INPUT = 2  # bad option, bad or missing file, unwritable location

@@ -65,7 +65,7 @@ def _warnings(runtimes: dict[str, str | None]) -> list[str]:
     out = []
     if runtimes.get("onnxruntime") and runtimes.get("onnxruntime-gpu"):
         out.append("onnxruntime and onnxruntime-gpu are both installed and overwrite each other's files: "
-                   "uninstall both, then install only onnxruntime-gpu (README, GPU and TensorRT)")
+                   "uninstall both, then install only onnxruntime-gpu (docs/gpu-tensorrt.md)")
     return out
 
 

@@ -4,7 +4,7 @@ PyTorch initialises CUDA and TensorRT shares its primary context, so no other CU
 needed. An engine is loaded only after its sidecar check passes (toolkit.files.engine_sidecar), and
 never with host code allowed. One execution context, one non-default stream; optionally one
 CUDA graph, captured for the batch size in use. Written against the documented API and checked
-with trt-api-check; see the README for what has run on a GPU.
+with trt-api-check; docs/gpu-tensorrt.md says what has run on a GPU.
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         package = (exc.name or "").split(".")[0]
         if package and package != "toolkit":  # an optional or broken install, not a bug in the toolkit
-            click.echo(f"error: the Python package '{package}' is not installed and this command needs it; install it (see the README)", err=True)
+            click.echo(f"error: the Python package '{package}' is not installed and this command needs it; install it (pip install -e '.[openvino,serve,cluster]' has every CPU extra)", err=True)
             sys.exit(EXIT_UNAVAILABLE)
         click.echo(f"error: internal error {type(exc).__name__}: {_one_line(str(exc))[:300]} (re-run with --debug for the traceback)", err=True)
         sys.exit(EXIT_INTERNAL)

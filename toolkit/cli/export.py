@@ -205,7 +205,7 @@ def eval_cmd(backends, precisions, batch_sizes, min_accuracy, max_logit_diff, mi
 @click.option("--backend", required=True, help="onnxruntime, openvino or tensorrt.")
 @click.option("--precision", required=True, help="fp16, int8, int8-cpu (or fp32).")
 @click.option("--images", default="flipped", show_default=True, help="'flipped': this pair's flipped images in parity.json plus 256 fixed others; or N: the first N test images.")
-@click.option("--min-sqnr", type=float, default=None, help="SQNR threshold (dB) for the verdict (default 12: see the README).")
+@click.option("--min-sqnr", type=float, default=None, help="SQNR threshold (dB) for the verdict (default 12: see docs/diagnose.md).")
 @click.option("--calibration", type=click.Choice(["minmax", "entropy", "percentile"]), default=None, help="int8: diagnose the export this calibration makes (in memory).")
 @click.option("--percentile", type=float, default=None, help="With --calibration percentile: the cut (default 99.99).")
 @click.option("--bisect", is_flag=True, help="Find the smallest set of nodes to keep in fp32 so a re-export passes the full parity gate.")

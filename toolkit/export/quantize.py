@@ -33,7 +33,7 @@ def calibration_batches(data_dir=None, count: int = 1000, batch_size: int = 100,
 
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-DEFAULT_PERCENTILE = 99.99  # the best of 99.9, 99.99, 99.999 here (README, calibration); onnxruntime defaults to 99.999
+DEFAULT_PERCENTILE = 99.99  # the best of 99.9, 99.99, 99.999 here (docs/parity.md, calibration choices); onnxruntime defaults to 99.999
 # onnxruntime's quantize_static builds its entropy calibrator with 128 histogram bins and 128
 # quantized bins, so the KL search has one candidate and returns the min-max range (measured: the
 # same scales as minmax, bit for bit). The toolkit runs that calibrator itself with TensorRT's 2048

@@ -4,7 +4,7 @@ Precision comes from the ONNX file (fp32, fp16 with float32 I/O, int8 Q/DQ): the
 created strongly typed and no precision flag is set, because 11.x removed the FP16/INT8 flags and
 calibrators. The only numeric switch left is TF32, on by default for fp32 layers; `strict_fp32`
 clears it. Every TensorRT call that reports failure by returning False, None or -1 is checked.
-Written against the documented API and checked with trt-api-check; see the README for what has run.
+Written against the documented API and checked with trt-api-check; docs/gpu-tensorrt.md says what has run.
 """
 
 from __future__ import annotations
