@@ -295,3 +295,55 @@ def test_the_built_in_model_on_other_data_than_mnist_takes_the_gate_for_any_mode
     report = json.loads((tmp_path / "parity.json").read_text())
     assert report["reference"] == "pytorch fp32 (cpu)" and report["labelled"] and report["images"] == 64
     assert {p["backend"] for p in report["pairs"]} == {"pytorch", "onnxruntime"}
+
+
+def _verdicts(report_dir):
+    report = json.loads((report_dir / "parity.json").read_text())
+    keep = ("backend", "precision", "status", "reason", "accuracy", "agreement", "outputs")
+    return report["labelled"], report["images"], sorted(([p[k] for k in keep] for p in report["pairs"]), key=str)
+
+
+def test_another_models_saved_outputs_are_gated_elsewhere_with_the_same_verdict_and_tampering_is_refused(tmp_path, handed):
+    import shutil
+
+    model = two_io_model(tmp_path / "two.onnx")
+    rng = np.random.default_rng(5)
+    np.savez(tmp_path / "two.npz", image=rng.uniform(0, 1, size=(24, 1, 8, 8)).astype(np.float32),
+             features=rng.normal(size=(24, 6)).astype(np.float32))
+    art, saved, key = tmp_path / "art", tmp_path / "saved", tmp_path / "key"
+    key.write_bytes(bytes(range(32)))
+    assert run_cli("export", "--model", model, "--precision", "all", "--out", art, "--calibration-data", f"npz:{tmp_path / 'two.npz'}").returncode == 0
+    common = ("--artifacts", art, "--data", f"npz:{tmp_path / 'two.npz'}", "--backend", "onnxruntime", "--precision", "fp32,int8",
+              "--batch-sizes", "1,8", "--output-tolerance", "embedding=1e-3,0.99999")  # int8 fails this: a mixed verdict
+    direct = run_cli("eval", *common, "--save-outputs", saved, "--sign-key", key, "--report-dir", tmp_path / "direct")
+    loaded = run_cli("eval", *common, "--load-outputs", saved, "--sign-key", key, "--report-dir", tmp_path / "loaded")
+    assert direct.returncode == loaded.returncode == 1, direct.stdout + direct.stderr + loaded.stderr
+    runtimes = [p["runtime"] for p in json.loads((tmp_path / "loaded" / "parity.json").read_text())["pairs"]]
+    assert all("signature verified" in r for r in runtimes), runtimes
+    labelled, images, pairs = _verdicts(tmp_path / "direct")
+    assert (labelled, images) == (False, 24) and {p[2] for p in pairs} == {"pass", "fail"}
+    assert _verdicts(tmp_path / "loaded") == (labelled, images, pairs)
+    assert {s["name"] for s in pairs[0][6]} == {"scores", "embedding"}
+    # Another key, other data, or an edited file (re-signed or not, manifest or not) are refused in one line.
+    other = tmp_path / "other-key"
+    other.write_bytes(bytes(range(1, 33)))
+    assert_one_line_error(run_cli("eval", *common, "--load-outputs", saved, "--sign-key", other, "--report-dir", tmp_path / "x"),
+                          "signature", code=2)
+    short = common[:3] + (f"npz:{tmp_path / 'two.npz'}", *common[4:], "--limit", "16")
+    assert_one_line_error(run_cli("eval", *short, "--load-outputs", saved, "--report-dir", tmp_path / "x"), "limit", code=2)
+    edited = tmp_path / "edited"
+    shutil.copytree(saved, edited)
+    path = edited / "onnxruntime-int8.npz"
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["b8_o1"] = arrays["b8_o1"] * 0.5
+    np.savez(path, **arrays)
+    assert_one_line_error(run_cli("eval", *common, "--load-outputs", edited, "--report-dir", tmp_path / "x"), "manifest", code=2)
+    (edited / "manifest.json").unlink()
+    assert_one_line_error(run_cli("eval", *common, "--load-outputs", edited, "--report-dir", tmp_path / "x"), "SHA-256", code=2)
+    # With labels (the handed classifier): the accuracy verdict survives the round trip too.
+    root, handed_art, _ = handed
+    labelled_args = ("--artifacts", handed_art, "--data", f"npz:{root / 'labelled.npz'}", "--backend", "onnxruntime", "--precision", "fp32,int8")
+    assert run_cli("eval", *labelled_args, "--save-outputs", tmp_path / "hs", "--report-dir", tmp_path / "hd").returncode == 0
+    assert run_cli("eval", *labelled_args, "--load-outputs", tmp_path / "hs", "--report-dir", tmp_path / "hl").returncode == 0
+    assert _verdicts(tmp_path / "hl") == _verdicts(tmp_path / "hd") and _verdicts(tmp_path / "hd")[0] is True

@@ -15,7 +15,7 @@ LAYERS = [
     ["toolkit.cli", "toolkit.__main__"],
     ["toolkit.report"],
     ["toolkit.bench", "toolkit.info", "toolkit.serve", "toolkit.cluster", "toolkit.diagnose", "toolkit.gpu_check"],
-    ["toolkit.parity", "toolkit.parity_spec", "toolkit.train", "toolkit.export", "toolkit.model_sources"],
+    ["toolkit.parity", "toolkit.parity_spec", "toolkit.parity_saved", "toolkit.train", "toolkit.export", "toolkit.model_sources"],
     ["toolkit.backends", "toolkit.data", "toolkit.datasets"],
     ["toolkit.files"],
     ["toolkit.model", "toolkit.spec", "toolkit.env", "toolkit.compare", "toolkit.stats", "toolkit.errors", "toolkit"],

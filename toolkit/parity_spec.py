@@ -13,7 +13,8 @@ batch size and is judged against one reference, run on the same batches:
 
 The data is read in chunks (DataSource.batches): only the outputs are kept for the whole set.
 A model whose batch axis is fixed (a file exported at batch 1) is evaluated at that batch only, and
-the report says so.
+the report says so. (It runs over 400 lines: capture, judge and the run that joins them, with saved outputs
+loaded in place of a capture, read best in one place.)
 """
 
 from __future__ import annotations
@@ -309,8 +310,11 @@ def _judge(c: CapturedPair, outputs: dict, ref: dict, labels, spec: ModelSpec, t
 
 def run_model_gate(spec: ModelSpec, data, artifacts_dir: str | Path = paths.ARTIFACTS_DIR, backends: list[str] | None = None,
                    precisions: list[str] | None = None, batch_sizes=(1, 64), tolerances: dict[str, ModelTolerance] | None = None,
-                   threads: int | None = None, limit: int | None = None, endpoint: dict | None = None) -> ModelParityReport:
-    """Gate every requested pair of `spec`'s model on `data` (a DataSource, or open_eval_data's)."""
+                   threads: int | None = None, limit: int | None = None, endpoint: dict | None = None, loaded: list | None = None,
+                   on_captured=None) -> ModelParityReport:
+    """Gate every requested pair of `spec`'s model on `data` (a DataSource, or open_eval_data's). `loaded`:
+    [(CapturedPair, {batch: {output: array}})] judged instead of running backends; `on_captured(pair, outputs,
+    samples, labelled, reference path)` sees each pair that ran (toolkit.parity_saved saves them)."""
     if not batch_sizes or any(int(b) <= 0 for b in batch_sizes):
         raise InputError(f"batch sizes must be positive integers, got {list(batch_sizes)}", "pass e.g. --batch-sizes 1,64")
     if limit is not None and limit <= 0:
@@ -323,9 +327,12 @@ def run_model_gate(spec: ModelSpec, data, artifacts_dir: str | Path = paths.ARTI
         if batch_sizes != (batch,):
             notes.append(f"the model's batch axis is fixed at {batch}: evaluated at batch {batch} only (batch-size invariance not checked)")
         batch_sizes = (batch,)
-    planned = registry.plan_pairs(backends, precisions, paths.checkpoint_path(artifacts_dir, spec.name), artifacts_dir, endpoint, spec=spec)
+    planned = [] if loaded is not None else registry.plan_pairs(backends, precisions, paths.checkpoint_path(artifacts_dir, spec.name),
+                                                                 artifacts_dir, endpoint, spec=spec)
     reference = Reference(spec, artifacts_dir, threads)
     running = [_open(p, spec, threads) for p in planned]
+    if loaded is not None:
+        batch_sizes = tuple(sorted({bs for _, outs in loaded for bs in outs}))
     chunk = batch_sizes[0] if fixed else max(batch_sizes) * max(1, 256 // max(batch_sizes))
     ref_parts: dict[str, list] = {}
     label_parts = []
@@ -365,11 +372,16 @@ def run_model_gate(spec: ModelSpec, data, artifacts_dir: str | Path = paths.ARTI
     if is_random:
         notes.append("random inputs: a smoke test, NOT a parity gate")
     tolerances = {**MODEL_TOLERANCES, **(tolerances or {})}
+    pairs = loaded if loaded is not None else [(r.captured, {bs: {k: np.concatenate(v) for k, v in o.items()} for bs, o in r.outputs.items()})
+                                                for r in running]
     results = []
-    for r in running:
-        outs = {bs: {k: np.concatenate(v) for k, v in o.items()} for bs, o in r.outputs.items()}
-        tol = tolerances[tolerance_key(r.captured.precision, r.captured.device)]
-        results.append(_judge(r.captured, outs, ref, labels, spec, tol))
+    for captured, outs in pairs:
+        if loaded is not None and any(len(a) != samples for o in outs.values() for a in o.values()):
+            raise InputError(f"saved outputs of {captured.backend}/{captured.precision} hold other samples than the {samples} of "
+                             f"{data.info.location} (limit {limit})", "pass the same --data and --limit as when they were captured")
+        if on_captured is not None and captured.status == "ok":
+            on_captured(captured, outs, samples, labels is not None, reference.path)
+        results.append(_judge(captured, outs, ref, labels, spec, tolerances[tolerance_key(captured.precision, captured.device)]))
     primary = spec.class_output.name if spec.task.kind == "classification" else None
     ref_acc = 100.0 * float((ref[primary].argmax(1) == labels).mean()) if labels is not None else None
     from toolkit.files.store import sha256_file

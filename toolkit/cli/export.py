@@ -162,8 +162,8 @@ def eval_cmd(backends, precisions, batch_sizes, min_accuracy, max_logit_diff, mi
                          artifacts_dir=artifacts_dir, data_dir=data_dir, endpoint=_endpoint(url, model, timeout),
                          max_accuracy_drop=max_accuracy_drop, min_agreement=min_agreement, output_tolerances=output_tolerances,
                          preprocessing_flags=(pre_size, pre_resize, pre_channels, pre_mean, pre_std, pre_scale),
-                         refused={"--max-logit-diff": max_logit_diff, "--save-outputs": save_outputs, "--load-outputs": load_outputs, "--sign-key": sign_key,
-                                  "--export": do_export or None})
+                         refused={"--max-logit-diff": max_logit_diff, "--export": do_export or None},
+                         save_outputs=save_outputs, load_outputs=load_outputs, sign_key=sign_key)
         return
     if max_accuracy_drop is not None or output_tolerances or any(v is not None for v in (pre_size, pre_resize, pre_channels, pre_mean,
                                                                                          pre_std, pre_scale)):

@@ -75,7 +75,7 @@ def _output_tolerances(texts) -> dict:
 
 def gate_other_model(spec, data_source: str, *, backends, precisions, batch_sizes, threads, limit, report_dir, artifacts_dir,
                      data_dir, endpoint, max_accuracy_drop, min_agreement, output_tolerances, refused: dict,
-                     preprocessing_flags=()) -> None:
+                     preprocessing_flags=(), save_outputs=None, load_outputs=None, sign_key=None) -> None:
     from toolkit.errors import CheckFailed, InputError
     from toolkit.files.store import check_writable_dir
     from toolkit.parity_spec import open_eval_data, override_model_tolerances, run_model_gate
@@ -90,7 +90,20 @@ def gate_other_model(spec, data_source: str, *, backends, precisions, batch_size
     check_writable_dir(report_dir, create=True)
     data = open_eval_data(data_source, spec, _preprocessing(spec, preprocessing_flags) or spec.preprocessing, data_dir)
     tolerances = override_model_tolerances(max_accuracy_drop, min_agreement, _output_tolerances(output_tolerances))
-    report = run_model_gate(spec, data, artifacts_dir, backends, precisions, batch_sizes, tolerances, threads, limit, endpoint)
+    if save_outputs is not None and load_outputs is not None:
+        raise InputError("--save-outputs and --load-outputs exclude each other", "save on one machine, load on another")
+    if sign_key is not None and save_outputs is None and load_outputs is None:
+        raise InputError("--sign-key signs saved outputs or checks loaded ones", "pass it with --save-outputs DIR or --load-outputs DIR")
+    from toolkit.files.outputs import read_key
+    from toolkit.parity_saved import loaded_pairs, saver
+
+    key = read_key(sign_key) if sign_key is not None else None
+    if save_outputs is not None:
+        check_writable_dir(save_outputs, create=True)
+    loaded = (loaded_pairs(load_outputs, spec, artifacts_dir, data, limit, backends, precisions, key)
+              if load_outputs is not None else None)
+    report = run_model_gate(spec, data, artifacts_dir, backends, precisions, batch_sizes, tolerances, threads, limit, endpoint,
+                            loaded=loaded, on_captured=saver(save_outputs, spec, data, limit, key) if save_outputs is not None else None)
     json_path, md_path = write_model_parity_reports(report, report_dir)
     click.echo(format_model_parity(report))
     click.echo(f"reports: {json_path}, {md_path}")
