@@ -347,3 +347,32 @@ def test_another_models_saved_outputs_are_gated_elsewhere_with_the_same_verdict_
     assert run_cli("eval", *labelled_args, "--save-outputs", tmp_path / "hs", "--report-dir", tmp_path / "hd").returncode == 0
     assert run_cli("eval", *labelled_args, "--load-outputs", tmp_path / "hs", "--report-dir", tmp_path / "hl").returncode == 0
     assert _verdicts(tmp_path / "hl") == _verdicts(tmp_path / "hd") and _verdicts(tmp_path / "hd")[0] is True
+
+
+@pytest.mark.timeout(240)
+def test_the_load_benchmark_sends_every_input_and_checks_every_output_through_a_local_server(tmp_path):
+    pytest.importorskip("tritonclient")
+    from toolkit.serve import check_serving_support
+
+    try:
+        check_serving_support()
+    except Exception as exc:  # noqa: BLE001 - the serve extra's server is not here
+        pytest.skip(f"no local Triton server: {exc}")
+    model = two_io_model(tmp_path / "two.onnx")
+    art = tmp_path / "art"
+    assert run_cli("export", "--model", model, "--precision", "fp32", "--out", art).returncode == 0
+    proc = run_cli("bench", "--serve", "--concurrency", "1,2", "--batch-sizes", "1,8", "--duration", "0.5", "--threads", "1",
+                   "--artifacts", art, "--backend", "onnxruntime", "--precision", "fp32", "--out", tmp_path / "load", "--quiet")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((tmp_path / "load" / "load.json").read_text())
+    variants = {c["variant"] for c in report["cells"]}
+    assert variants == {"in-process", "triton http", "triton grpc"}, variants  # shared memory: the built-in's tensors only
+    for cell in report["cells"]:
+        assert cell["requests"] > 0 and cell["failed"] == 0 and cell["wrong"] == 0, cell
+    # The check is real: a served model whose outputs differ from the in-process ones counts wrong responses.
+    from toolkit.bench.model_load import OutputBatch
+
+    ref = {"scores": np.ones((2, 3), np.float32), "embedding": np.zeros((2, 8), np.float32)}
+    assert OutputBatch(ref).matches(dict(ref), 1e-4)
+    assert not OutputBatch(ref).matches({**ref, "scores": ref["scores"] + 0.01}, 1e-4)
+    assert not OutputBatch(ref).matches({"scores": ref["scores"]}, 1e-4)

@@ -55,17 +55,17 @@ def in_process_logits(backend: str, precision: str, images: np.ndarray, artifact
 
 
 def server_row(backend: str, precision: str, url: str, model: str, token: str | None = None, shared_memory: bool = False,
-               timeout_s: float = 30.0, stats_url: str | None = None) -> LoadRow:
+               timeout_s: float = 30.0, stats_url: str | None = None, spec=None) -> LoadRow:
     """A load row through a Triton endpoint: one `triton` backend per client, and the model's
     statistics fetched from `stats_url` (default: `url`) with the access token."""
     protocol = ("http+shm" if shared_memory else "http") if parse_endpoint(url, model).protocol == "http" else "grpc"
 
     def make():
         return registry.create_backend("triton", precision, url=url, model=model, token=token, shared_memory=shared_memory,
-                                       timeout_s=timeout_s)
+                                       timeout_s=timeout_s, spec=spec)
 
     def statistics():
-        b = registry.create_backend("triton", precision, url=stats_url or url, model=model, token=token, timeout_s=timeout_s)
+        b = registry.create_backend("triton", precision, url=stats_url or url, model=model, token=token, timeout_s=timeout_s, spec=spec)
         try:
             b.load()
             return b.statistics()
@@ -78,7 +78,7 @@ def server_row(backend: str, precision: str, url: str, model: str, token: str | 
 
 
 def serving_rows(pairs: list[tuple[str, str]], target: Target, protocols: tuple[str, ...], in_process: bool,
-                 artifacts_dir, checkpoint, threads=None) -> list[LoadRow]:
+                 artifacts_dir, checkpoint, threads=None, spec=None) -> list[LoadRow]:
     for p in protocols:
         if p not in PROTOCOLS:
             raise InputError(f"unknown protocol {p!r}", f"choose from {', '.join(PROTOCOLS)}")
@@ -87,16 +87,18 @@ def serving_rows(pairs: list[tuple[str, str]], target: Target, protocols: tuple[
     rows = []
     for backend, precision in pairs:
         if in_process:
-            path = checkpoint if registry.get_spec(backend).reads == "checkpoint" else registry.model_path_for(backend, precision, artifacts_dir)
+            path = (checkpoint if registry.get_spec(backend).reads == "checkpoint"
+                    else registry.model_path_for(backend, precision, artifacts_dir, spec))
             rows.append(LoadRow(backend, precision, IN_PROCESS,
-                                lambda b=backend, p=precision, path=path: registry.create_backend(b, p, path, threads=threads),
+                                lambda b=backend, p=precision, path=path: registry.create_backend(b, p, path, threads=threads, spec=spec),
                                 max_concurrency=1))
-        model = target.model or model_name(backend, precision)
+        model = target.model or model_name(backend, precision, spec)
         stats_url = target.http_url or target.grpc_url
         for protocol in protocols:
             url = target.grpc_url if protocol == "grpc" else target.http_url
             if url:
-                rows.append(server_row(backend, precision, url, model, target.token, protocol == "http+shm", target.timeout_s, stats_url))
+                rows.append(server_row(backend, precision, url, model, target.token, protocol == "http+shm", target.timeout_s, stats_url,
+                                       spec))
     return rows
 
 
@@ -112,26 +114,35 @@ def run_serving_bench(
     data_dir=None,
     threads: int | None = None,
     progress: Callable[[str], None] | None = None,
+    spec=None,
+    data=None,
 ) -> LoadReport:
     """The load benchmark for `pairs`: against `target`, or against a local server started from
-    `serve_config` (serve.ServeConfig) for the run and stopped after it."""
+    `serve_config` (serve.ServeConfig) for the run and stopped after it. `spec`: another model than
+    the built-in (its requests from `data`, a DataSource, or drawn from the spec: bench.model_load)."""
     if serve_config is not None:
         from toolkit.serve import check_serving_support
 
         check_serving_support()  # before the references are computed
-    images = mnist_test_images(data_dir)
-    references = {pair: in_process_logits(*pair, images, artifacts_dir, checkpoint, threads) for pair in pairs}
+    if spec is not None:
+        from toolkit.bench.model_load import in_process_outputs, model_inputs
+
+        images = model_inputs(spec, data, config.batch_sizes)
+        references = {pair: in_process_outputs(*pair, images, artifacts_dir, spec, threads) for pair in pairs}
+    else:
+        images = mnist_test_images(data_dir)
+        references = {pair: in_process_logits(*pair, images, artifacts_dir, checkpoint, threads) for pair in pairs}
     if serve_config is None:
         if target is None:
             raise InputError("no server to benchmark", "pass --url, or --serve to start a local one")
-        rows = serving_rows(pairs, target, protocols, in_process, artifacts_dir, checkpoint, threads)
+        rows = serving_rows(pairs, target, protocols, in_process, artifacts_dir, checkpoint, threads, spec)
         return run_load(rows, images, references, config, progress)
     from toolkit.serve import LocalServer
 
     with LocalServer(serve_config) as server:
         info = server.info
         local = Target(http_url=info.http_url, grpc_url=info.grpc_url, token=info.access_token, local=True)
-        rows = serving_rows(pairs, local, protocols, in_process, artifacts_dir, checkpoint, threads)
+        rows = serving_rows(pairs, local, protocols, in_process, artifacts_dir, checkpoint, threads, spec)
         report = run_load(rows, images, references, config, progress)
     stop = server.stop_report
     report.notes.append(f"local server (tritonserver from nvidia-pytriton, python backend: {serve_config.instances} stub process(es) per "
@@ -195,7 +206,7 @@ def run_serving_soak(
 def run_load_command(backends: list[str] | None, precisions: list[str] | None, urls: list[str], model: str | None,
                      timeout_s: float, concurrencies: tuple[int, ...], batch_sizes: tuple[int, ...], seconds: float,
                      serve_local: bool, threads: int | None, checkpoint, artifacts_dir, data_dir,
-                     progress: Callable[[str], None] | None = None, instances: int = 1) -> LoadReport:
+                     progress: Callable[[str], None] | None = None, instances: int = 1, spec=None, data=None) -> LoadReport:
     """`toolkit bench --concurrency ...`: which pairs, which server, then `run_serving_bench`.
 
     Pairs: the in-process backends named in --backend (default: the one --model names, else
@@ -215,8 +226,12 @@ def run_load_command(backends: list[str] | None, precisions: list[str] | None, u
             raise InputError("--serve starts its own server, and --url names another", "pass one of them")
         serve = ServeConfig(pairs=tuple(pairs), http_port=0, grpc_port=0, metrics_port=0, threads=threads, instances=instances,
                             artifacts_dir=str(artifacts_dir), checkpoint=str(checkpoint))
-        return run_serving_bench(pairs, config, protocols=PROTOCOLS, serve_config=serve, artifacts_dir=artifacts_dir,
-                                 checkpoint=checkpoint, data_dir=data_dir, threads=threads, progress=progress)
+        report = run_serving_bench(pairs, config, protocols=PROTOCOLS if spec is None else ("http", "grpc"), serve_config=serve,
+                                   artifacts_dir=artifacts_dir, checkpoint=checkpoint, data_dir=data_dir, threads=threads,
+                                   progress=progress, spec=spec, data=data)
+        if spec is not None:
+            report.notes.append(f"no http+shm rows: the Triton client's shared memory carries the built-in CNN's tensors only, not {spec.name}'s")
+        return report
     if not urls:
         raise InputError("the load benchmark needs a server", "pass --url http://HOST:8000 (and/or grpc://HOST:8001), or --serve")
     endpoints = [parse_endpoint(u, model or "x") for u in urls]
@@ -225,4 +240,4 @@ def run_load_command(backends: list[str] | None, precisions: list[str] | None, u
     protocols = tuple(p for p, u in (("http", http), ("grpc", grpc)) if u)
     target = Target(http_url=http, grpc_url=grpc, model=model, timeout_s=timeout_s)
     return run_serving_bench(pairs, config, target, protocols=protocols, artifacts_dir=artifacts_dir, checkpoint=checkpoint,
-                             data_dir=data_dir, threads=threads, progress=progress)
+                             data_dir=data_dir, threads=threads, progress=progress, spec=spec, data=data)

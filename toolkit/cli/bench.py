@@ -61,11 +61,11 @@ def bench(backends, precisions, batch_sizes, warmup, iterations, min_seconds, th
 
     spec = read_spec(artifacts_dir)
     other = spec.source != "mnist-cnn"
-    if other and (concurrency is not None or serve_local or config_file):
+    if other and config_file:
         from toolkit.errors import InputError
 
-        raise InputError(f"--concurrency, --serve and --config run the built-in CNN only so far; {artifacts_dir} holds {spec.name}",
-                         "benchmark it with the sweep or --tune (drop those options)")
+        raise InputError(f"--config runs the built-in CNN only so far; {artifacts_dir} holds {spec.name}",
+                         "benchmark it with the sweep, --tune or --concurrency (drop --config)")
     if data_source is not None and not other:
         from toolkit.errors import InputError
 
@@ -84,7 +84,7 @@ def bench(backends, precisions, batch_sizes, warmup, iterations, min_seconds, th
         report = run_load_command(
             _split_list(backends, "backend"), _split_list(precisions, "precision"), list(urls), model, timeout,
             _positive_ints(concurrency or "1,4,16", "--concurrency"), _batch_sizes(batch_sizes or "1,256"), duration, serve_local, threads,
-            checkpoint, artifacts_dir, data_dir, progress, instances=instances,
+            checkpoint, artifacts_dir, data_dir, progress, instances=instances, **_other_model_load(spec, data_source, data_dir) if other else {},
         )
         written = write_load_reports(report, out_dir)
         click.echo(format_load(report))
@@ -142,3 +142,11 @@ def bench(backends, precisions, batch_sizes, warmup, iterations, min_seconds, th
                           f"{worst.batch_size}: {worst.ratio:.2f}x the baseline median")
 
 
+def _other_model_load(spec, data_source, data_dir) -> dict:
+    """The load benchmark's model and requests for another model than the built-in."""
+    data = None
+    if data_source is not None:
+        from toolkit.datasets import open_data
+
+        data = open_data(data_source, spec, spec.preprocessing, split="test", data_dir=data_dir)
+    return {"spec": spec, "data": data}
