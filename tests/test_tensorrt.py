@@ -454,3 +454,79 @@ def test_gpu_backends_keep_parity(backend_name, reference, exported_dir, checkpo
     with registry.create_backend(backend_name, precision, model_path=model) as backend:
         got = backend.run(images)
     _assert_parity(got, expected, parity.tolerance_key(precision, registry.get_spec(backend_name).device))
+
+
+def _two_input_spec(fixed_batch: bool = False):
+    from toolkit.spec import ModelSpec, TensorSpec
+
+    batch = 4 if fixed_batch else -1
+    return ModelSpec("two", (TensorSpec("image", "float32", (-1, 1, 8, 8)), TensorSpec("features", "float32", (batch, 6))),
+                     (TensorSpec("scores", "float32", (-1, 3)), TensorSpec("embedding", "float32", (-1, 8))), source="two.onnx")
+
+
+def test_another_models_profile_gives_every_dynamic_input_the_batches_and_a_fixed_batch_its_shape():
+    from toolkit.files.engine_sidecar import profile_shapes
+
+    assert profile_shapes((1, 64, 1024)) == {"input": ((1, 1, 28, 28), (64, 1, 28, 28), (1024, 1, 28, 28))}
+    assert profile_shapes((2, 8, 32), _two_input_spec()) == {"image": ((2, 1, 8, 8), (8, 1, 8, 8), (32, 1, 8, 8)),
+                                                            "features": ((2, 6), (8, 6), (32, 6))}
+    assert profile_shapes((2, 8, 32), _two_input_spec(fixed_batch=True))["features"] == ((4, 6),) * 3
+
+
+def test_the_engine_build_sets_a_profile_for_every_input_of_another_model(monkeypatch):
+    """_configure and _check_io against fakes of the TensorRT objects they call (no TensorRT here)."""
+    import types
+
+    from toolkit.export import tensorrt as trt_export
+
+    fake = types.SimpleNamespace(MemoryPoolType=types.SimpleNamespace(WORKSPACE="workspace"), BuilderFlag=types.SimpleNamespace(TF32="tf32"))
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    shapes = {}
+
+    class Profile:
+        def set_shape(self, name, low, opt, high):
+            shapes[name] = (tuple(low), tuple(opt), tuple(high))
+
+    class Config:
+        profiles = []
+
+        def set_memory_pool_limit(self, pool, size):
+            pass
+
+        def add_optimization_profile(self, profile):
+            self.profiles.append(profile)
+            return 0
+
+        def get_flag(self, flag):
+            return True
+
+    config = Config()
+    spec = _two_input_spec()
+    trt_export._configure(types.SimpleNamespace(create_optimization_profile=Profile), config, EngineOptions(min_batch=1, opt_batch=16, max_batch=64), spec)
+    assert len(config.profiles) == 1
+    assert shapes == {"image": ((1, 1, 8, 8), (16, 1, 8, 8), (64, 1, 8, 8)), "features": ((1, 6), (16, 6), (64, 6))}
+    io = [{"name": n, "mode": m} for n, m in (("features", "input"), ("image", "input"), ("scores", "output"), ("embedding", "output"))]
+    trt_export._check_io(io, Path("two.fp32.onnx"), spec)
+    with pytest.raises(ModelFileError, match="expected"):
+        trt_export._check_io(io[:3], Path("two.fp32.onnx"), spec)
+    with pytest.raises(ModelFileError, match="expected"):
+        trt_export._check_io(io, Path("two.fp32.onnx"))  # the built-in's names
+
+
+def test_the_tensorrt_providers_profile_lists_every_input_of_another_model(tmp_path):
+    options = tensorrt_provider_options(tmp_path, (1, 8, 32), workspace_mb=64, spec=_two_input_spec(fixed_batch=True))
+    assert options["trt_profile_min_shapes"] == "image:1x1x8x8,features:4x6"
+    assert options["trt_profile_opt_shapes"] == "image:8x1x8x8,features:4x6"
+    assert options["trt_profile_max_shapes"] == "image:32x1x8x8,features:4x6"
+
+
+@needs_no_tensorrt
+def test_export_tensorrt_of_another_model_without_tensorrt_is_one_line_and_writes_no_engine(tmp_path):
+    from test_any_model import two_io_model
+
+    art = tmp_path / "art"
+    assert run_cli("export", "--model", two_io_model(tmp_path / "two.onnx"), "--precision", "fp32", "--out", art).returncode == 0
+    before = sorted(p.name for p in art.iterdir())
+    proc = run_cli("export", "--format", "tensorrt", "--precision", "fp32", "--out", art)
+    assert_one_line_error(proc, "needs TensorRT and a CUDA GPU", code=3)  # no longer "the built-in CNN only"
+    assert sorted(p.name for p in art.iterdir()) == before

@@ -54,9 +54,14 @@ def tensorrt_cache_dir(artifacts_dir: str | Path, model_sha256: str, ort_version
     return Path(artifacts_dir) / CACHE_DIR_NAME / key
 
 
-def tensorrt_provider_options(cache_dir: str | Path, profile: tuple[int, int, int], workspace_mb: int, cuda_graph: bool = False, device_id: int = 0) -> dict[str, str]:
-    """Options for TensorrtExecutionProvider: caches under `cache_dir`, the batch profile, the workspace."""
-    low, opt, high = profile
+def tensorrt_provider_options(cache_dir: str | Path, profile: tuple[int, int, int], workspace_mb: int, cuda_graph: bool = False, device_id: int = 0,
+                              spec=None) -> dict[str, str]:
+    """Options for TensorrtExecutionProvider: caches under `cache_dir`, the batch profile (every
+    input's shapes from `spec`, another model's ModelSpec; the built-in's input without), the workspace."""
+    from toolkit.files.engine_sidecar import profile_shapes
+
+    shapes = profile_shapes(profile, spec)
+    low, opt, high = (",".join(f"{name}:" + "x".join(str(d) for d in s[i]) for name, s in shapes.items()) for i in range(3))
     cache = str(Path(cache_dir).resolve())
     return {
         "device_id": str(device_id),
@@ -65,9 +70,9 @@ def tensorrt_provider_options(cache_dir: str | Path, profile: tuple[int, int, in
         "trt_engine_cache_path": cache,
         "trt_timing_cache_enable": "True",
         "trt_timing_cache_path": cache,
-        "trt_profile_min_shapes": profile_shape(low),
-        "trt_profile_opt_shapes": profile_shape(opt),
-        "trt_profile_max_shapes": profile_shape(high),
+        "trt_profile_min_shapes": low,
+        "trt_profile_opt_shapes": opt,
+        "trt_profile_max_shapes": high,
         "trt_cuda_graph_enable": "True" if cuda_graph else "False",
     }
 
@@ -286,6 +291,7 @@ class OrtTensorrtBackend(OrtCudaBackend):
             engine = self._engine_options()
             cache = self.cache_dir()
             cache.mkdir(parents=True, exist_ok=True)
-            self._trt_options = tensorrt_provider_options(cache, engine.profile, engine.workspace_mb, bool(self.options.get("cuda_graph")))
+            self._trt_options = tensorrt_provider_options(cache, engine.profile, engine.workspace_mb, bool(self.options.get("cuda_graph")),
+                                                          spec=self.spec)
         # CUDA takes whatever TensorRT cannot; onnxruntime adds the CPU provider last by itself.
         return [(self.provider, self._trt_options), ("CUDAExecutionProvider", cuda_provider_options())]

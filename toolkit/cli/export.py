@@ -18,7 +18,6 @@ from toolkit.cli.group import (
     cli,
     model_options,
     preprocessing_options,
-    refuse_other_model,
 )
 from toolkit.errors import (
     InputError,
@@ -104,11 +103,23 @@ def export(fmt, precision, checkpoint, out_dir, calibration_images, calibration,
             click.echo(format_export_result(export_onnx(checkpoint, p, out_dir, data_dir=data_dir, calibration_images=calibration_images,
                                                         calibration=calibration, percentile=percentile)))
         return
-    refuse_other_model(out_dir, "toolkit export --format tensorrt")
-    from toolkit.export.tensorrt import EngineOptions, build_engine_from_checkpoint
+    from toolkit.export.tensorrt import EngineOptions, build_engine, build_engine_from_checkpoint
+    from toolkit.files.spec_file import read_spec
     from toolkit.report import format_engine_result
 
     options = EngineOptions(min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, workspace_mb=workspace_mb, strict_fp32=strict_fp32)
+    spec = read_spec(out_dir)
+    if spec.source != "mnist-cnn":  # another model: engines from its ONNX files, every input's profile from its spec
+        from toolkit.backends.tensorrt_env import require_tensorrt
+
+        require_tensorrt("building a TensorRT engine")  # before any file is looked at
+        for p in precisions:
+            onnx_file = paths.onnx_path(p, out_dir, spec.name)
+            if not onnx_file.is_file():
+                raise InputError(f"{onnx_file} is missing: {spec.name}'s engines are built from its ONNX files",
+                                 f"export it first: toolkit export --model {spec.source} --precision {p} --out {out_dir}")
+            click.echo(format_engine_result(build_engine(onnx_file, p, out_dir, options, spec=spec)))
+        return
     for p in precisions:
         click.echo(format_engine_result(build_engine_from_checkpoint(checkpoint, p, out_dir, options, data_dir=data_dir, calibration_images=calibration_images)))
 

@@ -173,13 +173,3 @@ def preprocessing_from_options(base, size, resize, channels, mean, std, scale):
     if scale is not None:
         changes["scale"] = scale
     return dataclasses.replace(base, **changes) if base is not None else Preprocessing(**changes)
-
-
-def refuse_other_model(artifacts_dir, what: str) -> None:
-    """Commands that run the built-in CNN only so far: another model's artifacts are bad input."""
-    from toolkit.files.spec_file import read_spec
-
-    spec = read_spec(artifacts_dir)
-    if spec.source != "mnist-cnn":
-        raise InputError(f"{what} runs the built-in CNN only so far; {artifacts_dir} holds model {spec.name}",
-                         "see docs/your-own-model.md for what another model can run")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from toolkit.errors import InputError, ModelFileError, ToolkitError
 from toolkit.files import paths
-from toolkit.files.engine_sidecar import EngineOptions, build_record, rebuild_command
+from toolkit.files.engine_sidecar import EngineOptions, build_record, profile_shapes, rebuild_command
 from toolkit.model import INPUT_NAME, OUTPUT_NAME
 
 if TYPE_CHECKING:
@@ -100,27 +100,30 @@ def _parse(builder: trt.Builder, logger, onnx_bytes: bytes, onnx_path: Path, pre
     return network, parser
 
 
-def _check_io(io: list[dict], onnx_path: Path) -> None:
-    """The profile and the backend address tensors by name: refuse a network named otherwise."""
+def _check_io(io: list[dict], onnx_path: Path, spec=None) -> None:
+    """The profile and the backend address tensors by name: refuse a network named otherwise than
+    the built-in's input and output, or `spec`'s (another model's) inputs and outputs."""
     names = {mode: [t["name"] for t in io if t["mode"] == mode] for mode in ("input", "output")}
-    if names != {"input": [INPUT_NAME], "output": [OUTPUT_NAME]}:
-        raise ModelFileError(f"{onnx_path} has inputs {names['input']} and outputs {names['output']}, expected [{INPUT_NAME!r}] and [{OUTPUT_NAME!r}]",
-                             "re-export it with `toolkit export --format onnx`")
+    expected = ({"input": [t.name for t in spec.inputs], "output": [o.name for o in spec.outputs]} if spec is not None
+                else {"input": [INPUT_NAME], "output": [OUTPUT_NAME]})
+    if {k: sorted(v) for k, v in names.items()} != {k: sorted(v) for k, v in expected.items()}:
+        raise ModelFileError(f"{onnx_path} has inputs {names['input']} and outputs {names['output']}, expected {expected['input']} and "
+                             f"{expected['output']}", "re-export it with `toolkit export`")
 
 
-def _configure(builder: trt.Builder, config: trt.IBuilderConfig, options: EngineOptions) -> bool:
-    """Workspace, TF32 and the batch profile; returns whether TF32 stays allowed."""
+def _configure(builder: trt.Builder, config: trt.IBuilderConfig, options: EngineOptions, spec=None) -> bool:
+    """Workspace, TF32 and the batch profile (every input's shapes: profile_shapes); returns whether TF32 stays allowed."""
     import tensorrt as trt
 
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
     if options.strict_fp32:
         config.clear_flag(trt.BuilderFlag.TF32)
     profile = builder.create_optimization_profile()
-    low, opt, high = options.input_shapes()
     try:
         # Returns None; the binding throws std::runtime_error (RuntimeError in Python) when TensorRT
         # rejects the shapes, and pybind11 raises TypeError/ValueError for arguments it cannot convert.
-        profile.set_shape(INPUT_NAME, low, opt, high)
+        for name, (low, opt, high) in profile_shapes(options.profile, spec).items():
+            profile.set_shape(name, low, opt, high)
     except (RuntimeError, TypeError, ValueError) as exc:
         raise InputError(f"TensorRT rejected the batch profile {options.min_batch}/{options.opt_batch}/{options.max_batch} ({exc})",
                          "pass min <= opt <= max batch sizes") from None
@@ -175,8 +178,10 @@ def _check_onnx(onnx_path: Path, precision: str) -> bytes:
     return onnx_path.read_bytes()
 
 
-def build_engine(onnx_path: str | Path, precision: str, out_dir: str | Path = paths.ARTIFACTS_DIR, options: EngineOptions | None = None) -> EngineResult:
-    """Build `out_dir/mnist_cnn.<precision>[-strict].engine` and its sidecar from an ONNX export."""
+def build_engine(onnx_path: str | Path, precision: str, out_dir: str | Path = paths.ARTIFACTS_DIR, options: EngineOptions | None = None,
+                 spec=None) -> EngineResult:
+    """Build `out_dir/<model>.<precision>[-strict].engine` and its sidecar from an ONNX export
+    (`spec`: another model's ModelSpec, its inputs' profiles and its name; the built-in's without)."""
     from toolkit.backends.tensorrt_env import require_tensorrt, trt_logger
     from toolkit.files.store import check_writable_dir, sha256_bytes
 
@@ -197,13 +202,13 @@ def build_engine(onnx_path: str | Path, precision: str, out_dir: str | Path = pa
     builder: trt.Builder = create_with_logger(trt.Builder, logger, "builder")
     network, parser = _parse(builder, logger, onnx_bytes, onnx_path, precision)  # the parser holds the weights until the build ends
     io = _io(network)
-    _check_io(io, onnx_path)
+    _check_io(io, onnx_path, spec)
     config = builder.create_builder_config()
-    tf32 = _configure(builder, config, options)
+    tf32 = _configure(builder, config, options, spec)
     cache_path = paths.timing_cache_path(out_dir)
     timing_cache, cache_note = _attach_timing_cache(config, logger, cache_path)  # must outlive the build
     engine_bytes = _serialize(builder, network, config, logger, onnx_path)
-    engine = paths.engine_path(precision, out_dir, strict=options.strict_fp32)
+    engine = paths.engine_path(precision, out_dir, strict=options.strict_fp32, name=spec.name if spec is not None else paths.BUILTIN_NAME)
     record = build_record(
         engine_path=engine, engine_bytes=engine_bytes, onnx_path=onnx_path, onnx_sha256=sha256_bytes(onnx_bytes),
         precision=precision, strict_fp32=options.strict_fp32, tf32=tf32, profile=options.profile,

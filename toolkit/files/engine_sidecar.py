@@ -57,6 +57,18 @@ class EngineOptions:
         return tuple((batch, *IMAGE_SHAPE) for batch in self.profile)
 
 
+def profile_shapes(profile: tuple[int, int, int], spec=None) -> dict[str, tuple[tuple[int, ...], ...]]:
+    """Every input's (min, opt, max) shapes for an optimization profile: an input whose batch axis
+    is dynamic takes the profile's batches, one with a fixed batch keeps its shape (min = opt = max).
+    `spec`: another model's ModelSpec; None for the built-in CNN's one input."""
+    if spec is None or spec.source == "mnist-cnn":
+        from toolkit.model import INPUT_NAME
+
+        return {INPUT_NAME: tuple((batch, *IMAGE_SHAPE) for batch in profile)}
+    return {t.name: tuple((batch, *t.item_shape) for batch in profile) if t.batch_dynamic else (tuple(t.shape),) * 3
+            for t in spec.inputs}
+
+
 @dataclass(frozen=True)
 class EngineEnvironment:
     """What an engine is tied to: the TensorRT release and the GPU that built (or will run) it."""
