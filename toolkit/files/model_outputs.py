@@ -14,19 +14,17 @@ The digests, signature and manifest check mean what they mean for the built-in's
 from __future__ import annotations
 
 import hashlib
-import hmac
 import io
 import json
 import os
 import re
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from toolkit.errors import InputError
-from toolkit.files.outputs import MAX_OUTPUT_BYTES, SIGNATURE, file_name, sign
+from toolkit.files.outputs import SIGNATURE, file_name, read_signed, sign
 from toolkit.files.paths import ONNX_PRECISIONS
 from toolkit.files.store import write_artifact
 
@@ -75,30 +73,7 @@ def load_model_outputs(path: str | os.PathLike, names: list[str], key: bytes | N
     """Read and check one file against the model's output `names`; anything not exactly as written
     is refused, and with `key` so is a file not signed with it."""
     p = Path(path)
-    try:
-        if p.stat().st_size > MAX_OUTPUT_BYTES:
-            raise _refuse(p, f"is larger than {MAX_OUTPUT_BYTES // (1024 * 1024)} MiB")
-        with np.load(p, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except InputError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise _refuse(p, f"is not a readable .npz file ({' '.join(str(exc).split())[:120]})") from None
-    raw = arrays.pop("provenance", None)
-    if raw is None or raw.dtype.kind != "U" or raw.shape != ():
-        raise _refuse(p, "has no provenance record")
-    signature = arrays.pop(SIGNATURE, None)
-    if key is not None:
-        if signature is None:
-            raise InputError(f"saved outputs {p} is not signed, and a signing key was given",
-                             "capture them again with `toolkit eval --save-outputs DIR --sign-key KEYFILE`")
-        if signature.dtype.kind != "U" or signature.shape != () or not hmac.compare_digest(str(signature), sign(str(raw), key)):
-            raise InputError(f"saved outputs {p} has a signature that this key did not make (their provenance or outputs "
-                             "were changed, or another key signed them)", "gate only outputs signed with this key; capture them again")
-    try:
-        provenance = json.loads(str(raw))
-    except ValueError:
-        raise _refuse(p, "has a provenance record that is not JSON") from None
+    arrays, provenance = read_signed(p, key, contents="outputs")
     if not isinstance(provenance, dict) or provenance.get("format") != FORMAT:
         found = provenance.get("format") if isinstance(provenance, dict) else None
         raise _refuse(p, f"is not another model's outputs file (format {found!r}; the built-in CNN's are gated without a model.json)")

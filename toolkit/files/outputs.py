@@ -104,34 +104,41 @@ def _refuse(path: Path, problem: str) -> InputError:
     return InputError(f"saved outputs {path} {problem}", "capture them again with `toolkit eval --save-outputs DIR`")
 
 
-def load_outputs(path: str | os.PathLike, key: bytes | None = None) -> SavedOutputs:
-    """Read and check one saved-outputs file; anything not exactly as written is refused. With
-    `key`, so is a file whose signature is missing or was not made with that key."""
-    p = Path(path)
+def read_signed(path: Path, key: bytes | None, contents: str = "logits") -> tuple[dict[str, np.ndarray], object]:
+    """The arrays and the parsed provenance record of a saved-outputs file (the built-in's or another
+    model's): its size, readability and, with `key`, its signature checked; the record's format is
+    for the caller to judge."""
     try:
-        if p.stat().st_size > MAX_OUTPUT_BYTES:
-            raise _refuse(p, f"is larger than {MAX_OUTPUT_BYTES // (1024 * 1024)} MiB")
-        with np.load(p, allow_pickle=False) as npz:
+        if path.stat().st_size > MAX_OUTPUT_BYTES:
+            raise _refuse(path, f"is larger than {MAX_OUTPUT_BYTES // (1024 * 1024)} MiB")
+        with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except InputError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise _refuse(p, f"is not a readable .npz file ({' '.join(str(exc).split())[:120]})") from None
+        raise _refuse(path, f"is not a readable .npz file ({' '.join(str(exc).split())[:120]})") from None
     raw = arrays.pop("provenance", None)
     if raw is None or raw.dtype.kind != "U" or raw.shape != ():
-        raise _refuse(p, "has no provenance record")
+        raise _refuse(path, "has no provenance record")
     signature = arrays.pop(SIGNATURE, None)
     if key is not None:
         if signature is None:
-            raise InputError(f"saved outputs {p} is not signed, and a signing key was given",
+            raise InputError(f"saved outputs {path} is not signed, and a signing key was given",
                              "capture them again with `toolkit eval --save-outputs DIR --sign-key KEYFILE`")
         if signature.dtype.kind != "U" or signature.shape != () or not hmac.compare_digest(str(signature), sign(str(raw), key)):
-            raise InputError(f"saved outputs {p} has a signature that this key did not make (their provenance or logits "
+            raise InputError(f"saved outputs {path} has a signature that this key did not make (their provenance or {contents} "
                              "were changed, or another key signed them)", "gate only outputs signed with this key; capture them again")
     try:
-        provenance = json.loads(str(raw))
+        return arrays, json.loads(str(raw))
     except ValueError:
-        raise _refuse(p, "has a provenance record that is not JSON") from None
+        raise _refuse(path, "has a provenance record that is not JSON") from None
+
+
+def load_outputs(path: str | os.PathLike, key: bytes | None = None) -> SavedOutputs:
+    """Read and check one saved-outputs file; anything not exactly as written is refused. With
+    `key`, so is a file whose signature is missing or was not made with that key."""
+    p = Path(path)
+    arrays, provenance = read_signed(p, key)
     if not isinstance(provenance, dict) or provenance.get("format") != FORMAT:
         raise _refuse(p, f"is not a toolkit outputs file (format {provenance.get('format') if isinstance(provenance, dict) else None!r})")
     if provenance.get("format_version") != FORMAT_VERSION:
