@@ -151,6 +151,15 @@ def test_bench_and_the_triton_repository_take_the_handed_file(handed):
     assert [i.name for i in copied.graph.input] == ["images_in_0"] and [o.name for o in copied.graph.output] == ["scores_out_0"]
 
 
+@pytest.mark.parametrize("command", [["soak", "--duration", "1"], ["serve-cluster", "--nodes", "1", "--replicas", "1"]])
+def test_commands_that_serve_the_built_in_only_refuse_another_model_before_any_work(handed, command):
+    _, art, _ = handed
+    importorskip = {"soak": "tritonclient", "serve-cluster": "ray"}[command[0]]
+    pytest.importorskip(importorskip)
+    proc = run_cli(*command, "--artifacts", art, timeout=120)
+    assert_one_line_error(proc, "built-in CNN only", "handed", code=2)
+
+
 def test_two_inputs_and_two_outputs_through_export_the_backends_and_the_gate(tmp_path):
     from toolkit.backends import registry
     from toolkit.files.spec_file import read_spec

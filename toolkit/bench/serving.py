@@ -19,6 +19,7 @@ from toolkit.backends.triton import model_name, parse_endpoint, parse_model_name
 from toolkit.bench.load import IN_PROCESS, LoadConfig, LoadReport, LoadRow, SoakResult, run_load, run_soak
 from toolkit.errors import InputError
 from toolkit.files import paths
+from toolkit.files.spec_file import refuse_another_model
 
 PROTOCOLS = ("http", "grpc", "http+shm")
 DEFAULT_SOAK_SECONDS = 60.0
@@ -185,6 +186,7 @@ def run_serving_soak(
     from toolkit.serve import LocalServer, check_serving_support, rss_bytes
 
     LoadConfig(concurrencies=(concurrency,), batch_sizes=batch_sizes, seconds=seconds)  # validates
+    refuse_another_model(artifacts_dir, "toolkit soak", "load another model's server with `toolkit bench --serve --concurrency 16 --duration 60`")
     if protocol not in ("http", "grpc"):
         raise InputError(f"--protocol must be http or grpc, got {protocol!r}", "pass --protocol http")
     check_serving_support()

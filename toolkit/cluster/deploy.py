@@ -32,6 +32,7 @@ from toolkit.backends.triton import model_name
 from toolkit.cluster.config import ClusterConfig, ClusterInfo, ClusterStopReport, ReplicaInfo, ShippedModel
 from toolkit.cluster.nodes import LocalCluster, port_in_use
 from toolkit.errors import InputError, ModelFileError, ToolkitError, UnavailableError
+from toolkit.files.spec_file import refuse_another_model
 
 APP_NAME = "toolkit"
 PROBE_TIMEOUT_S = 3.0
@@ -39,6 +40,7 @@ PROBE_TIMEOUT_S = 3.0
 
 def plan_models(cfg: ClusterConfig) -> list[ShippedModel]:
     """Each pair's model file, checked as its backend loads it, with its digest (before any deployment)."""
+    refuse_another_model(cfg.artifacts_dir, "toolkit serve-cluster")
     models = []
     for backend, precision in cfg.pairs:
         spec = registry.get_spec(backend)

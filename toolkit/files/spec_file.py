@@ -25,6 +25,14 @@ def is_builtin(spec: ModelSpec) -> bool:
     return spec == MNIST_CNN_SPEC
 
 
+def refuse_another_model(artifacts_dir: str | os.PathLike, command: str, fix: str = "") -> None:
+    """One line (exit 2) for a command that serves the built-in CNN only so far, given another model's artifacts."""
+    spec = read_spec(artifacts_dir)
+    if not is_builtin(spec):
+        raise InputError(f"{command} runs the built-in CNN only so far; {artifacts_dir} holds model {spec.name}",
+                         fix or "pass --artifacts of the built-in CNN's exports; see docs/your-own-model.md")
+
+
 def is_onnx_model(spec: ModelSpec) -> bool:
     """The model came as an ONNX file: no PyTorch module exists, the reference is ONNX Runtime fp32."""
     return spec.source.endswith(".onnx")
